@@ -1,0 +1,321 @@
+"""The one training engine: a single run and a batched sweep are the same loop.
+
+    run = train(RunConfig(step_size=0.1))                          # one model
+    sweep = train([cfg.replace(step_size=s) for s in (0.05, 0.1)]) # one stacked ensemble
+
+Members of an ensemble differ only in the fields `RunConfig.PER_MEMBER` (step size, weight decay,
+seed, momentum, batch size, SAM radius, clipping); their parameters are stacked along a leading axis
+and trained by batched matmuls, one backward pass for all. Metrics stream out as tidy rows
+(run, step, metric, value) through `on_eval`; `stop` cancels; a member whose loss turns non-finite
+or explodes is frozen and recorded as diverged at that step.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import pandas as pd
+import torch
+
+from . import transforms as T
+from .config import ConfigError, RunConfig, resolve_device, validate
+from .data import Dataset, make_dataset
+from .losses import LOSSES, accuracy
+from .models import build_model
+
+EVAL_CHUNK = 8192  # examples per forward pass when evaluating on a whole split
+DIVERGENCE_FACTOR = 1e4  # a loss this many times its initial value (or non-finite) counts as diverged
+
+
+@dataclass
+class TrainState:
+    """What a probe sees at an evaluation point."""
+
+    step: int
+    params: dict
+    model: object
+    data: Dataset
+    configs: list
+    loss_name: str
+    alive: torch.Tensor  # [M] bool: members that have not diverged
+
+    def loss(self, params=None, split="train", x=None, y=None) -> torch.Tensor:
+        """Differentiable mean loss of every member on a split (or given x, y): [M]."""
+        params = self.params if params is None else params
+        if x is None:
+            x, y = (self.data.x_train, self.data.y_train) if split == "train" else (self.data.x_test, self.data.y_test)
+        return LOSSES[self.loss_name](self.model(params, x), y).mean(-1)
+
+
+@dataclass
+class Run:
+    """The outcome of `train`: tidy history, one summary row per member, final parameters."""
+
+    configs: list
+    history: pd.DataFrame  # columns: run, step, metric, value
+    summary: pd.DataFrame  # one row per member: its per-member settings, final metrics, diverged_at
+    params: dict
+    model: object
+    data: Dataset
+    stopped: bool = False
+    step_losses: torch.Tensor | None = None  # [steps, M] training-batch loss at every step
+
+    def curve(self, metric: str) -> pd.DataFrame:
+        """History of one metric with each member's settings joined in (for charts)."""
+        rows = self.history[self.history.metric == metric]
+        return rows.merge(self.summary[["run", *labels(self.configs)]], on="run")
+
+    def member(self, i: int) -> dict:
+        return {k: v[i] for k, v in self.params.items()}
+
+    @property
+    def diverged(self) -> pd.Series:
+        return self.summary.set_index("run")["diverged_at"]
+
+
+def labels(configs) -> list:
+    """The per-member fields that actually vary in this ensemble (always at least step_size)."""
+    varying = [f for f in RunConfig.PER_MEMBER if len({str(getattr(c, f)) for c in configs}) > 1]
+    return varying or ["step_size"]
+
+
+def _check_ensemble(configs: Sequence[RunConfig]) -> None:
+    shared = [f.name for f in dataclasses.fields(RunConfig) if f.name not in RunConfig.PER_MEMBER]
+    for f in shared:
+        values = {repr(getattr(c, f)) for c in configs}
+        if len(values) > 1:
+            raise ConfigError(f"All members of one ensemble must share '{f}' (got {', '.join(sorted(values))}); "
+                              f"only {', '.join(RunConfig.PER_MEMBER)} may differ.")
+
+
+def _optimizer(cfg: RunConfig, configs, mask, device, dtype) -> T.Transform:
+    member = lambda name, none=math.inf: torch.tensor(
+        [none if getattr(c, name) is None else float(getattr(c, name)) for c in configs], device=device, dtype=dtype)
+    links = []
+    if any(c.grad_clip is not None for c in configs):
+        links.append(T.clip_by_global_norm(member("grad_clip")))
+    if cfg.orthogonal_grad:
+        links.append(T.orthogonal_to_weights())
+    if cfg.decay == "coupled":
+        links.append(T.add_l2(member("weight_decay"), mask))
+    if cfg.optimizer == "adamw":
+        links.append(T.adam(*cfg.betas))
+    elif any(c.momentum > 0 for c in configs):
+        links.append(T.momentum(member("momentum")))
+    if cfg.decay == "decoupled":
+        links.append(T.add_decayed_weights(member("weight_decay"), mask))
+    links.append(T.scale_by_schedule(member("step_size"), T.schedule(cfg.lr_schedule, cfg.steps)))
+    return T.chain(*links)
+
+
+class _Batches:
+    """Each member draws its own stream of shuffled indices from its own generator (so a member's
+    batches do not depend on the ensemble it is in); streams are cut into per-member batch sizes and
+    padded to the largest, with weights 1/B on real entries and 0 on padding."""
+
+    def __init__(self, generators, sizes, n, device, dtype, chunk=256):
+        self.generators, self.sizes, self.n, self.chunk = generators, sizes, n, chunk
+        self.full = all(b >= n for b in sizes)
+        self.device = device
+        self.b_max = max(sizes)
+        self.leftover = [torch.empty(0, dtype=torch.long) for _ in sizes]
+        w = torch.zeros(len(sizes), self.b_max, dtype=dtype)
+        for m, b in enumerate(sizes):
+            w[m, :b] = 1.0 / b
+        self.weights = w.to(device)
+        self.queue, self.pos = None, 0
+
+    def _refill(self):
+        rows = []
+        for m, (g, b) in enumerate(zip(self.generators, self.sizes)):
+            if b >= self.n:
+                rows.append(torch.arange(self.n).repeat(self.chunk, 1))
+                continue
+            need = self.chunk * b
+            stream = [self.leftover[m]]
+            have = len(self.leftover[m])
+            while have < need:
+                stream.append(torch.randperm(self.n, generator=g))
+                have += self.n
+            stream = torch.cat(stream)
+            self.leftover[m] = stream[need:]
+            rows.append(torch.nn.functional.pad(stream[:need].view(self.chunk, b), (0, self.b_max - b)))
+        self.queue, self.pos = torch.stack(rows, 1).to(self.device), 0  # [chunk, M, b_max]
+
+    def next(self):
+        if self.full:
+            return None, None
+        if self.queue is None or self.pos == self.chunk:
+            self._refill()
+        idx = self.queue[self.pos]
+        self.pos += 1
+        return idx, self.weights
+
+
+def _gather(t: torch.Tensor, idx):
+    return t if idx is None else t[idx]
+
+
+def _sam_gradient(loss_fn, params, grads, radius):
+    """Sharpness-aware minimization: the gradient at w + ρ g/‖g‖, per member."""
+    norm = T.member_norm(grads)
+    scale = radius / (norm + 1e-12)
+    shifted = {k: (p + T.per_member(scale, p) * grads[k]).detach().requires_grad_() for k, p in params.items()}
+    loss = loss_fn(shifted)
+    return dict(zip(shifted, torch.autograd.grad(loss.sum(), list(shifted.values()))))
+
+
+def evaluate(model, params, data: Dataset, loss_name: str) -> dict:
+    """Loss and accuracy of every member on the full train and test splits: name -> [M]."""
+    out = {}
+    with torch.no_grad():
+        for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
+            if len(x) == 0:
+                continue
+            losses, accs = [], []
+            for i in range(0, len(x), EVAL_CHUNK):
+                o = model(params, x[i:i + EVAL_CHUNK])
+                losses.append(LOSSES[loss_name](o, y[i:i + EVAL_CHUNK]))
+                a = accuracy(o, y[i:i + EVAL_CHUNK])
+                if a is not None:
+                    accs.append(a)
+            out[f"{split}_loss"] = torch.cat(losses, 1).mean(1)
+            if accs:
+                out[f"{split}_acc"] = torch.cat(accs, 1).mean(1)
+    return out
+
+
+def default_threads() -> int:
+    """Intra-op threads: REGLAB_THREADS, else 1 (measured in benchmarks/threads.py: on the shared
+    2-core machines a second thread bought little alone and cost a lot under load)."""
+    return int(os.environ.get("REGLAB_THREADS", "1"))
+
+
+def train(configs: RunConfig | Sequence[RunConfig], data: Dataset | None = None, probes: Sequence[Callable] = (),
+          on_eval: Callable | None = None, stop: threading.Event | Callable | None = None,
+          progress: bool | None = None) -> Run:
+    """Train one config, or a list of configs as one batched ensemble.
+
+    probes: callables `probe(state: TrainState) -> {metric: Tensor[M]}` run at every evaluation.
+    on_eval: called as `on_eval(rows, step)` with the new tidy rows, for live charts.
+    stop: an Event (or a function returning True) that cancels the run; what was done is returned.
+    """
+    configs = [configs] if isinstance(configs, RunConfig) else list(configs)
+    if not configs:
+        raise ConfigError("train needs at least one RunConfig.")
+    _check_ensemble(configs)
+    cfg = configs[0]
+    if data is None:
+        data = make_dataset(cfg.data, cfg.n_train, cfg.data_seed, **cfg.data_options)
+    for c in configs:
+        validate(c, n_train=data.n_train)
+    device, dtype = resolve_device(cfg.device), getattr(torch, cfg.dtype)
+    if device.type == "cpu":
+        torch.set_num_threads(default_threads())
+    data = data.to(device, dtype)
+    M, n = len(configs), data.n_train
+    generators = [torch.Generator().manual_seed(c.seed) for c in configs]
+    model = build_model(cfg, data)
+    params = model.init(generators, device, dtype)
+    mask = model.decay_mask(params, cfg.decay_biases)
+    opt = _optimizer(cfg, configs, mask, device, dtype)
+    opt_state = opt.init(params)
+    batches = _Batches(generators, [c.batch_size or n for c in configs], n, device, dtype)
+    loss_fn_ex = LOSSES[cfg.loss]
+    sam_radius = torch.tensor([c.sam_radius for c in configs], device=device, dtype=dtype)
+    sam_until = int(cfg.sam_fraction * cfg.steps) if bool((sam_radius > 0).any()) else 0
+    should_stop = stop.is_set if isinstance(stop, threading.Event) else (stop or (lambda: False))
+
+    alive = torch.ones(M, dtype=torch.bool, device=device)
+    diverged_at = torch.full((M,), -1, dtype=torch.long, device=device)
+    step_losses = torch.zeros(cfg.steps, M, dtype=dtype, device=device)
+    limit = None
+    rows: list = []
+
+    def record(step):
+        state = TrainState(step, params, model, data, configs, cfg.loss, alive)
+        metrics = evaluate(model, params, data, cfg.loss)
+        for probe in probes:
+            metrics.update(probe(state))
+        new = []
+        for name, values in metrics.items():
+            values = torch.where(alive, values, torch.full_like(values, float("nan"))).tolist()
+            new += [{"run": m, "step": step, "metric": name, "value": v} for m, v in enumerate(values)]
+        rows.extend(new)
+        if on_eval is not None:
+            on_eval(new, step)
+
+    bar = _progress(cfg.steps, progress, M)
+    record(0)
+    stopped = False
+    for step in range(1, cfg.steps + 1):
+        if should_stop():
+            stopped = True
+            break
+        idx, w = batches.next()
+        x, y = _gather(data.x_train, idx), _gather(data.y_train, idx)
+        batch_loss = lambda p: (loss_fn_ex(model(p, x), y) * w).sum(-1) if w is not None else loss_fn_ex(model(p, x), y).mean(-1)
+        for p in params.values():
+            p.requires_grad_(True)
+        loss = batch_loss(params)
+        grads = dict(zip(params, torch.autograd.grad(loss.sum(), list(params.values()))))
+        if step <= sam_until:
+            grads = _sam_gradient(batch_loss, params, grads, sam_radius)
+        with torch.no_grad():
+            if limit is None:
+                limit = DIVERGENCE_FACTOR * torch.clamp(loss.detach().abs(), min=1.0)
+            bad = ~torch.isfinite(loss) | (loss > limit)
+            diverged_at = torch.where(bad & alive, torch.full_like(diverged_at, step), diverged_at)
+            alive = alive & ~bad
+            step_losses[step - 1] = loss.detach()
+            updates, opt_state = opt.update(grads, opt_state, params)
+            params = {k: torch.where(T.per_member(alive, p), p + updates[k], p).detach() for k, p in params.items()}
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            record(step)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+
+    history = pd.DataFrame(rows, columns=["run", "step", "metric", "value"])
+    summary = _summary(configs, history, diverged_at.tolist())
+    return Run(configs, history, summary, params, model, data, stopped, step_losses[: step if not stopped else step - 1].cpu())
+
+
+def _summary(configs, history, diverged_at) -> pd.DataFrame:
+    last = history.sort_values("step").groupby(["run", "metric"]).last()["value"].unstack() if len(history) else None
+    rows = []
+    for m, c in enumerate(configs):
+        row = {"run": m, **{f: getattr(c, f) for f in RunConfig.PER_MEMBER}, "config": c.to_text()}
+        row["diverged_at"] = None if diverged_at[m] < 0 else diverged_at[m]
+        if last is not None and m in last.index:
+            row.update(last.loc[m].to_dict())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _progress(total, progress, members):
+    if progress is None:
+        progress = os.environ.get("REGLAB_HEADLESS", "") == ""
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"training {members} run{'s' if members > 1 else ''}", leave=False, mininterval=0.5)
+
+
+def sweep(base: RunConfig, **grid) -> Run:
+    """Train every combination of the given per-member values as one ensemble, e.g.
+    `sweep(cfg, step_size=[0.05, 0.1], seed=[0, 1, 2])`."""
+    import itertools
+
+    for name in grid:
+        if name not in RunConfig.PER_MEMBER:
+            raise ConfigError(f"sweep can vary only {', '.join(RunConfig.PER_MEMBER)}; got '{name}'.")
+    names = list(grid)
+    configs = [base.replace(**dict(zip(names, combo))) for combo in itertools.product(*grid.values())]
+    return train(configs)

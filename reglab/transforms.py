@@ -1,0 +1,128 @@
+"""Gradient transformations, optax style: small, pure, composable.
+
+A transform is a pair (init, update): `init(params) -> state`, `update(grads, state, params) ->
+(updates, state)`. Hyperparameters are tensors with one value per ensemble member ([M]), so one
+chain trains a whole sweep. An optimizer is a chain; regularizers are links in it:
+
+    sgd + coupled L2:   chain(add_l2(λ, mask), momentum(μ), scale(-η))
+    AdamW:              chain(adam(β1, β2), add_decayed_weights(λ, mask), scale(-η))
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+
+
+class Transform(NamedTuple):
+    init: Callable
+    update: Callable
+
+
+def per_member(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Reshape an [M] hyperparameter to broadcast against a parameter of shape [M, ...]."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _stateless(fn) -> Transform:
+    return Transform(lambda params: None, lambda grads, state, params: (fn(grads, params), None))
+
+
+def chain(*transforms: Transform) -> Transform:
+    def init(params):
+        return tuple(t.init(params) for t in transforms)
+
+    def update(grads, state, params):
+        new_state = []
+        for t, s in zip(transforms, state):
+            grads, s = t.update(grads, s, params)
+            new_state.append(s)
+        return grads, tuple(new_state)
+
+    return Transform(init, update)
+
+
+def member_norm(tree: dict) -> torch.Tensor:
+    """Global L2 norm of a parameter dict, one value per member: [M]."""
+    return torch.sqrt(sum(t.pow(2).flatten(1).sum(1) for t in tree.values()))
+
+
+def clip_by_global_norm(max_norm: torch.Tensor) -> Transform:
+    """Rescale each member's whole gradient to norm ≤ max_norm (inf: no clipping)."""
+    def fn(grads, params):
+        factor = torch.clamp(max_norm / (member_norm(grads) + 1e-12), max=1.0)
+        return {k: g * per_member(factor, g) for k, g in grads.items()}
+    return _stateless(fn)
+
+
+def add_l2(weight_decay: torch.Tensor, mask: dict) -> Transform:
+    """Coupled weight decay: the gradient of λ/2‖w‖² is added to the gradient."""
+    return _stateless(lambda grads, params: {
+        k: g + per_member(weight_decay, g) * params[k] if mask[k] else g for k, g in grads.items()})
+
+
+def orthogonal_to_weights() -> Transform:
+    """⊥Grad (Prieto et al.): drop the gradient's component along each weight tensor, so the update
+    cannot simply scale the weights up (the naive-loss-minimization direction)."""
+    def fn(grads, params):
+        out = {}
+        for k, g in grads.items():
+            w = params[k]
+            coef = (g * w).flatten(1).sum(1) / (w.pow(2).flatten(1).sum(1) + 1e-30)
+            out[k] = g - per_member(coef, w) * w
+        return out
+    return _stateless(fn)
+
+
+def momentum(beta: torch.Tensor) -> Transform:
+    """Heavy-ball momentum as in torch.optim.SGD: buf ← β·buf + g."""
+    def init(params):
+        return {k: torch.zeros_like(p) for k, p in params.items()}
+
+    def update(grads, state, params):
+        new = {k: per_member(beta, g) * state[k] + g for k, g in grads.items()}
+        return new, new
+
+    return Transform(init, update)
+
+
+def adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Transform:
+    """Adam's bias-corrected moment ratio (without the step size)."""
+    def init(params):
+        return {"t": 0, "m": {k: torch.zeros_like(p) for k, p in params.items()},
+                "v": {k: torch.zeros_like(p) for k, p in params.items()}}
+
+    def update(grads, state, params):
+        t = state["t"] + 1
+        m = {k: b1 * state["m"][k] + (1 - b1) * g for k, g in grads.items()}
+        v = {k: b2 * state["v"][k] + (1 - b2) * g * g for k, g in grads.items()}
+        c1, c2 = 1 - b1 ** t, 1 - b2 ** t
+        updates = {k: (m[k] / c1) / (torch.sqrt(v[k] / c2) + eps) for k in grads}
+        return updates, {"t": t, "m": m, "v": v}
+
+    return Transform(init, update)
+
+
+def add_decayed_weights(weight_decay: torch.Tensor, mask: dict) -> Transform:
+    """Decoupled weight decay (AdamW): λ·w is added to the update, after any preconditioning."""
+    return _stateless(lambda updates, params: {
+        k: u + per_member(weight_decay, u) * params[k] if mask[k] else u for k, u in updates.items()})
+
+
+def scale_by_schedule(step_size: torch.Tensor, schedule: Callable[[int], float]) -> Transform:
+    """Multiply by −η·schedule(t): the final link that turns a direction into a step."""
+    def update(updates, state, params):
+        factor = -step_size * schedule(state)
+        return {k: per_member(factor, u) * u for k, u in updates.items()}, state + 1
+
+    return Transform(lambda params: 0, update)
+
+
+def schedule(kind: str, steps: int) -> Callable[[int], float]:
+    import math
+
+    if kind == "cosine":
+        return lambda t: 0.5 * (1 + math.cos(math.pi * min(t, steps) / steps))
+    if kind == "step":  # ÷10 at half and again at three quarters of training
+        return lambda t: 1.0 if t < steps // 2 else 0.1 if t < 3 * steps // 4 else 0.01
+    return lambda t: 1.0
