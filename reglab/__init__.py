@@ -5,3 +5,8 @@ from .engine import Run, TrainState, train
 
 __all__ = ["ConfigError", "RunConfig", "validate", "Dataset", "from_arrays", "make_dataset", "Run", "TrainState", "train"]
 __version__ = "0.1.0"
+
+from .claims import Claim, Result, record
+from .notebook import show_config_errors_plainly as _plain_errors
+
+_plain_errors()

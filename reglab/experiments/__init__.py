@@ -1,0 +1,1 @@
+"""One module per research theme: its experiments, charts and claim checks."""

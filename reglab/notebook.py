@@ -1,0 +1,102 @@
+"""Running theme notebooks headless (papermill) and reading back what they recorded.
+
+`execute` is the one path the report, the tests and users' scripts share: it rejects parameter names a
+notebook does not declare (papermill itself only warns), validates values with the RunConfig
+constraints, and runs the kernel with REGLAB_HEADLESS=1 so widgets render static charts and
+progress bars stay quiet.
+"""
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+from .claims import MIME
+from .config import ConfigError, validate_param
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def notebook_paths(only: list | None = None) -> list:
+    """The theme notebooks in order; `only` selects by name or number prefix ("00_quickstart", "01")."""
+    paths = sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    if not only:
+        return paths
+    chosen = [p for p in paths if any(p.stem == o or p.stem.startswith(o) or p.name == o for o in only)]
+    missing = [o for o in only if not any(p.stem == o or p.stem.startswith(o) or p.name == o for p in paths)]
+    if missing:
+        raise ConfigError(f"No notebook named {', '.join(missing)}; available: {', '.join(p.stem for p in paths)}.")
+    return chosen
+
+
+def declared_parameters(path) -> dict:
+    """Names and default values of the notebook's `parameters` cell."""
+    import papermill
+
+    return {name: info["default"] for name, info in papermill.inspect_notebook(str(path)).items()}
+
+
+def parse_value(text: str):
+    """A -p value as papermill's CLI would read it: Python literals, else the string itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def check_parameters(path, parameters: dict) -> None:
+    declared = declared_parameters(path)
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        raise ConfigError(f"Unknown parameter(s) {', '.join(unknown)} for {Path(path).stem}; "
+                          f"valid ones are: {', '.join(declared)}.")
+    for name, value in parameters.items():
+        if isinstance(value, int) and not isinstance(value, bool) and isinstance(declared[name], float):
+            value = float(value)
+        validate_param(name, value)
+
+
+def execute(path, output=None, parameters: dict | None = None, timeout: int = 1800):
+    """Run a notebook with papermill after checking its parameters; returns the executed notebook."""
+    import papermill
+
+    parameters = parameters or {}
+    check_parameters(path, parameters)
+    os.environ["REGLAB_HEADLESS"] = "1"  # inherited by the kernel papermill starts
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    return papermill.execute_notebook(str(path), str(output) if output else None, parameters=parameters,
+                                      progress_bar=False, log_output=False, kernel_name="python3",
+                                      cwd=str(Path(path).parent), execution_timeout=timeout)
+
+
+def read_results(notebook) -> dict:
+    """The metrics and claims a notebook recorded with reglab.record (a notebook node or a path)."""
+    if not hasattr(notebook, "cells"):
+        import nbformat
+
+        notebook = nbformat.read(str(notebook), as_version=4)
+    found = {"metrics": {}, "claims": []}
+    for cell in notebook.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if MIME in data:
+                found["metrics"].update(data[MIME]["metrics"])
+                found["claims"].extend(data[MIME]["claims"])
+    return found
+
+
+def show_config_errors_plainly() -> None:
+    """In IPython, a ConfigError (a user's bad input) prints its one-line message instead of a
+    traceback; the cell still fails, so papermill and nbval see the error."""
+    try:
+        ip = get_ipython()  # noqa: F821 (defined inside IPython only)
+    except NameError:
+        return
+
+    def handler(shell, etype, value, tb, tb_offset=None):
+        from IPython.display import HTML, display
+
+        display(HTML(f"<div style='color:#cf222e;font-weight:600'>⚠ {value}</div>"))
+        return [f"{etype.__name__}: {value}"]
+
+    ip.set_custom_exc((ConfigError,), handler)

@@ -1,0 +1,97 @@
+"""The batch report: every theme notebook run headless, one HTML page each, an index of verdicts."""
+from __future__ import annotations
+
+import html
+import json
+import time
+from pathlib import Path
+
+from .notebook import declared_parameters, execute, notebook_paths, read_results
+
+
+def _to_html(notebook, path: Path) -> None:
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter()
+    exporter.exclude_input_prompt = True
+    exporter.exclude_output_prompt = True
+    body, _ = exporter.from_notebook_node(notebook)
+    path.write_text(body, encoding="utf-8")
+
+
+def build(only=None, parameters: dict | None = None, out="reports", progress=True) -> tuple[list, bool]:
+    """Run the notebooks and write out/index.html, out/claims.json and one page per notebook.
+    A -p parameter goes to the notebooks that declare it. Returns (records, all_ok)."""
+    from .config import ConfigError
+
+    parameters = parameters or {}
+    paths = notebook_paths(only)
+    declared = {p: declared_parameters(p) for p in paths}
+    unused = [name for name in parameters if not any(name in d for d in declared.values())]
+    if unused:
+        valid = sorted({n for d in declared.values() for n in d})
+        raise ConfigError(f"Unknown parameter(s) {', '.join(unused)}; valid ones are: {', '.join(valid)}.")
+    from .notebook import check_parameters
+
+    for p in paths:  # refuse bad values before anything runs
+        check_parameters(p, {k: v for k, v in parameters.items() if k in declared[p]})
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pages, claims = [], []
+    from tqdm.auto import tqdm
+
+    bar = tqdm(paths, desc="reglab report", unit="notebook", disable=not progress)
+    for path in bar:
+        bar.set_postfix_str(path.stem)
+        own = {k: v for k, v in parameters.items() if k in declared[path]}
+        page = {"notebook": path.stem, "html": f"{path.stem}.html", "parameters": own, "error": None}
+        start = time.perf_counter()
+        try:
+            nb = execute(path, out / path.name, own)
+        except Exception as err:  # a failing notebook is reported; the others still run
+            page["error"] = f"{type(err).__name__}: {err}".strip()[:4000]
+            nb = None
+            failed = out / path.name
+            if failed.exists():
+                import nbformat
+
+                nb = nbformat.read(str(failed), as_version=4)
+        page["seconds"] = round(time.perf_counter() - start, 1)
+        if nb is not None:
+            found = read_results(nb)
+            page["metrics"] = found["metrics"]
+            for c in found["claims"]:
+                claims.append({"notebook": path.stem, **c})
+            page["claims"] = found["claims"]
+            _to_html(nb, out / page["html"])
+        pages.append(page)
+    (out / "claims.json").write_text(json.dumps(claims, indent=1, ensure_ascii=False), encoding="utf-8")
+    (out / "index.html").write_text(_index(pages), encoding="utf-8")
+    return pages, all(p["error"] is None for p in pages)
+
+
+def _index(pages) -> str:
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else "—" if v is None else str(v)
+
+    blocks = []
+    for p in pages:
+        status = ("<span class=bad>failed</span>" if p["error"] else
+                  f"{sum(c['held'] for c in p.get('claims', []))}/{len(p.get('claims', []))} claims held")
+        rows = "".join(
+            f"<tr><td>{html.escape(c['claim'])}</td><td>{html.escape(fmt(c['value']))}</td>"
+            f"<td>{html.escape(c['threshold'])}</td><td class={'ok' if c['held'] else 'bad'}>"
+            f"{'held' if c['held'] else 'not held'}</td></tr>" for c in p.get("claims", []))
+        metrics = ", ".join(f"{k} = {fmt(v)}" for k, v in p.get("metrics", {}).items())
+        error = f"<pre class=bad>{html.escape(p['error'])}</pre>" if p["error"] else ""
+        params = f" · parameters {html.escape(json.dumps(p['parameters']))}" if p["parameters"] else ""
+        link = f"<a href='{p['html']}'>{p['notebook']}</a>" if "claims" in p else p["notebook"]
+        blocks.append(f"<h2>{link}</h2><p>{status} · {p['seconds']} s{params}</p>{error}"
+                      f"<table><tr><th>claim</th><th>measured</th><th>check</th><th>verdict</th></tr>{rows}</table>"
+                      f"<p class=metrics>{html.escape(metrics)}</p>")
+    style = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;color:#222}"
+             "table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ddd;padding:.3rem;text-align:left}"
+             ".ok{color:#1a7f37;font-weight:600}.bad{color:#cf222e;font-weight:600}.metrics{color:#666;font-size:.9em}")
+    return (f"<!doctype html><meta charset=utf-8><title>reglab report</title><style>{style}</style>"
+            f"<h1>reglab report</h1><p>Generated {time.strftime('%Y-%m-%d %H:%M')}.</p>{''.join(blocks)}")

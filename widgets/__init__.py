@@ -1,0 +1,1 @@
+"""The explorer: widgets over reglab runs (installed as reglab.widgets)."""
