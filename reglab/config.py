@@ -107,7 +107,7 @@ class RunConfig:
     depth: int = 2  # hidden layers; 0 gives a linear model
     activation: str = "relu"
     rank: int | None = None  # rank r of the factorized layer W = U Vᵀ; None: full rank
-    rank_layer: int = 1  # which weight matrix is factorized (0 = input layer)
+    rank_layer: int | None = None  # which weight matrix is factorized (0 = input layer); None: 1, or 0 if depth = 0
     bias: bool = True
     batchnorm: bool = False
     output_scale: float = 1.0  # α: the model outputs α·(f(x) − f₀(x)) when center_output
@@ -189,7 +189,7 @@ CONSTRAINTS: dict[str, Any] = {
     "depth": Interval(int, 0, 64),
     "activation": OneOf(ACTIVATIONS),
     "rank": Interval(int, 1, math.inf, allow_none=True),
-    "rank_layer": Interval(int, 0, 64),
+    "rank_layer": Interval(int, 0, 64, allow_none=True),
     "bias": OneOf((True, False)),
     "batchnorm": OneOf((True, False)),
     "output_scale": Interval(float, 0, math.inf, closed="neither"),
@@ -227,14 +227,12 @@ def validate(config: RunConfig, n_train: int | None = None) -> RunConfig:
     for name, constraint in CONSTRAINTS.items():
         check(name, getattr(config, name), constraint)
     if config.rank is not None:
-        max_rank = config.width if config.depth > 0 else 1
-        if config.rank > max_rank:
-            raise ConfigError(
-                f"The 'rank' parameter of RunConfig must be an int in the range [1, {max_rank}] "
-                f"(the layer width) or None. Got {config.rank!r} instead."
-            )
-        if config.rank_layer > config.depth:
-            raise ConfigError(f"The 'rank_layer' parameter of RunConfig must be an int in the range [0, {config.depth}] (the depth). Got {config.rank_layer!r} instead.")
+        if config.rank_layer is not None and config.rank_layer > config.depth:
+            raise ConfigError(f"The 'rank_layer' parameter of RunConfig must be an int in the range [0, {config.depth}] "
+                              f"(the depth). Got {config.rank_layer!r} instead.")
+        if config.depth > 0 and config.rank > config.width:  # a layer into or out of the hidden width
+            raise ConfigError(f"The 'rank' parameter of RunConfig must be an int in the range [1, {config.width}] "
+                              f"(the layer width) or None. Got {config.rank!r} instead.")
     if n_train is not None and config.batch_size is not None and config.batch_size > n_train:
         raise ConfigError(
             f"The 'batch_size' parameter of RunConfig must be an int in the range [1, {n_train}] "

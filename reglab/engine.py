@@ -308,14 +308,13 @@ def _progress(total, progress, members):
     return tqdm(total=total, desc=f"training {members} run{'s' if members > 1 else ''}", leave=False, mininterval=0.5)
 
 
-def sweep(base: RunConfig, **grid) -> Run:
-    """Train every combination of the given per-member values as one ensemble, e.g.
-    `sweep(cfg, step_size=[0.05, 0.1], seed=[0, 1, 2])`."""
+def sweep(base: RunConfig, grid: dict, **train_kwargs) -> Run:
+    """Train every combination of per-member values as one ensemble, e.g.
+    `sweep(cfg, {"step_size": [0.05, 0.1], "seed": [0, 1, 2]})`; keyword arguments go to `train`."""
     import itertools
 
     for name in grid:
         if name not in RunConfig.PER_MEMBER:
             raise ConfigError(f"sweep can vary only {', '.join(RunConfig.PER_MEMBER)}; got '{name}'.")
-    names = list(grid)
-    configs = [base.replace(**dict(zip(names, combo))) for combo in itertools.product(*grid.values())]
-    return train(configs)
+    configs = [base.replace(**dict(zip(grid, combo))) for combo in itertools.product(*grid.values())]
+    return train(configs, **train_kwargs)

@@ -36,11 +36,11 @@ class MLP:
     trick of Chizat & Bach); the loss should then be divided by output_scale².
     """
 
-    def __init__(self, input_dim, output_dim, width=100, depth=2, activation="relu", rank=None, rank_layer=1,
+    def __init__(self, input_dim, output_dim, width=100, depth=2, activation="relu", rank=None, rank_layer=None,
                  bias=True, batchnorm=False, output_scale=1.0, center_output=False):
         self.dims = [input_dim] + [width] * depth + [output_dim]
         self.act = ACTIVATIONS[activation]
-        self.rank, self.rank_layer = rank, rank_layer
+        self.rank, self.rank_layer = rank, (min(1, depth) if rank_layer is None else rank_layer)
         self.bias, self.batchnorm = bias, batchnorm
         self.output_scale, self.center_output = output_scale, center_output
         self.initial = None  # parameters at init, kept when the output is centered
