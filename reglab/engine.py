@@ -197,17 +197,21 @@ def default_threads() -> int:
 
 def train(configs: RunConfig | Sequence[RunConfig], data: Dataset | None = None, probes: Sequence[Callable] = (),
           on_eval: Callable | None = None, stop: threading.Event | Callable | None = None,
-          progress: bool | None = None) -> Run:
+          progress: bool | None = None, cache: str | bool = False) -> Run:
     """Train one config, or a list of configs as one batched ensemble.
 
     probes: callables `probe(state: TrainState) -> {metric: Tensor[M]}` run at every evaluation.
     on_eval: called as `on_eval(rows, step)` with the new tidy rows, for live charts.
     stop: an Event (or a function returning True) that cancels the run; what was done is returned.
+    cache: True (or a string naming what the probes/data add to the key) reuses a finished run with the
+    same configs from the disk cache; its rows are replayed to on_eval at once.
     """
     configs = [configs] if isinstance(configs, RunConfig) else list(configs)
     if not configs:
         raise ConfigError("train needs at least one RunConfig.")
     _check_ensemble(configs)
+    if cache:
+        return _cached_train(configs, data, probes, on_eval, stop, progress, cache)
     cfg = configs[0]
     if data is None:
         data = make_dataset(cfg.data, cfg.n_train, cfg.data_seed, **cfg.data_options)
@@ -234,6 +238,7 @@ def train(configs: RunConfig | Sequence[RunConfig], data: Dataset | None = None,
     diverged_at = torch.full((M,), -1, dtype=torch.long, device=device)
     step_losses = torch.zeros(cfg.steps, M, dtype=dtype, device=device)
     limit = None
+    all_alive = True
     rows: list = []
 
     def record(step):
@@ -273,7 +278,12 @@ def train(configs: RunConfig | Sequence[RunConfig], data: Dataset | None = None,
             alive = alive & ~bad
             step_losses[step - 1] = loss.detach()
             updates, opt_state = opt.update(grads, opt_state, params)
-            params = {k: torch.where(T.per_member(alive, p), p + updates[k], p).detach() for k, p in params.items()}
+            if all_alive and bool(bad.any()):
+                all_alive = False
+            if all_alive:
+                params = {k: (p + updates[k]).detach() for k, p in params.items()}
+            else:  # diverged members stay frozen at their last finite parameters
+                params = {k: torch.where(T.per_member(alive, p), p + updates[k], p).detach() for k, p in params.items()}
         if step % cfg.eval_every == 0 or step == cfg.steps:
             record(step)
         if bar is not None:
@@ -295,7 +305,9 @@ def _summary(configs, history, diverged_at) -> pd.DataFrame:
         if last is not None and m in last.index:
             row.update(last.loc[m].to_dict())
         rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame["diverged_at"] = pd.Series([r["diverged_at"] for r in rows], dtype=object)  # None, not NaN
+    return frame
 
 
 def _progress(total, progress, members):
@@ -318,3 +330,21 @@ def sweep(base: RunConfig, grid: dict, **train_kwargs) -> Run:
             raise ConfigError(f"sweep can vary only {', '.join(RunConfig.PER_MEMBER)}; got '{name}'.")
     configs = [base.replace(**dict(zip(grid, combo))) for combo in itertools.product(*grid.values())]
     return train(configs, **train_kwargs)
+
+
+def _cached_train(configs, data, probes, on_eval, stop, progress, cache) -> Run:
+    from . import cache as disk
+
+    extra = "" if cache is True else str(cache)
+    key = disk.key_of(*(c.to_text() for c in configs), extra, data.name if data is not None else "",
+                      *(type(p).__qualname__ for p in probes))
+    run = disk.load(key)
+    if run is not None:
+        if on_eval is not None:
+            for step, rows in run.history.groupby("step", sort=True):
+                on_eval(rows.to_dict("records"), int(step))
+        return run
+    run = train(configs, data, probes, on_eval, stop, progress)
+    if not run.stopped:  # a cancelled run is not a result for this config
+        disk.store(key, run)
+    return run

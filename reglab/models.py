@@ -15,7 +15,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "gelu": F.gelu, "linear": lambda h: h}
+def identity(h):
+    return h
+
+
+ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "gelu": F.gelu, "linear": identity}
 
 
 def _uniform(generators, shape, bound, device, dtype):
@@ -69,11 +73,16 @@ class MLP:
         return params[f"W{i}"] if f"W{i}" in params else params[f"U{i}"] @ params[f"V{i}"]
 
     def _layer(self, params, i, h):
+        bias = params.get(f"b{i}")
         if f"W{i}" in params:
-            out = h @ params[f"W{i}"]
+            w = params[f"W{i}"]
         else:
-            out = (h @ params[f"U{i}"]) @ params[f"V{i}"]  # never forms U Vᵀ: cheaper for small r
-        return out + params[f"b{i}"].unsqueeze(-2) if f"b{i}" in params else out
+            h, w = h @ params[f"U{i}"], params[f"V{i}"]  # never forms U Vᵀ: cheaper for small r
+        if bias is None:
+            return h @ w
+        if h.dim() == 2 or h.shape[0] != w.shape[0]:  # inputs shared by all members
+            h = h.expand(w.shape[0], *h.shape[-2:])
+        return torch.baddbmm(bias.unsqueeze(-2), h, w)  # bias add fused into the batched matmul
 
     def features(self, params, x) -> list:
         """Post-activation hidden representations of every hidden layer, each [M, B, width]."""

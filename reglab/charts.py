@@ -1,0 +1,275 @@
+"""Chart specs over tidy frames, shared by every theme notebook and the explorer.
+
+A chart is a declarative Altair spec over the tidy rows training streams out (run, step, metric, value).
+The same spec renders live in the explorer (`alt.JupyterChart`) and static here (PNG/SVG through
+vl-convert). Nothing needs the internet: static images come from vl-convert, live charts load their
+JavaScript from vl-convert's bundle (`offline_widgets`), never from a CDN.
+
+    from reglab import charts
+    chart = charts.curves(run.history, ["train_loss", "test_loss"], log_y=True, title="loss")
+    chart += charts.reference_rule(2 / eta, "2/η")
+    charts.show(chart)                       # live in Jupyter, a PNG when headless
+    charts.to_png(chart, "loss.png")
+
+Columns the builders understand when present (the explorer adds them; a `Run` gets them from `tidy`):
+`label` (which configuration a row belongs to), `current` (False marks earlier runs, drawn faded) and
+`diverged_at` (the step a run diverged, else NaN: the run is drawn up to it and labelled).
+
+This module imports no widget code.
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+from typing import Iterable, Sequence
+
+import altair as alt
+import pandas as pd
+
+FADED = 0.25  # opacity of earlier runs kept for comparison
+DIVERGED_COLOR = "#c0392b"
+WIDTH, HEIGHT = 320, 200
+SERIES = ("label", "run", "metric")  # fields that separate one line from another
+
+
+# ---------------------------------------------------------------------------------------------
+# rendering set-up: offline, and static when headless
+
+
+def headless() -> bool:
+    """True in batch runs (REGLAB_HEADLESS set, as papermill runs do) or outside a Jupyter kernel."""
+    if os.environ.get("REGLAB_HEADLESS", "") not in ("", "0"):
+        return True
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return True
+    shell = get_ipython()
+    return shell is None or getattr(shell, "kernel", None) is None
+
+
+def setup() -> None:
+    """Make plain chart display work without the internet: PNG images when headless (so HTML reports
+    hold pictures, not scripts), the offline JupyterChart widget in a live kernel."""
+    if headless():
+        alt.renderers.enable("png", scale_factor=2)
+    else:
+        alt.renderers.enable("jupyter", offline=True)
+
+
+def offline_widgets() -> None:
+    """Bundle JupyterChart's JavaScript from vl-convert (no CDN). Costs ~3 s once per process."""
+    alt.JupyterChart.enable_offline()
+
+
+# ---------------------------------------------------------------------------------------------
+# frames
+
+
+def tidy(run_or_frame) -> pd.DataFrame:
+    """A tidy frame from a `reglab.engine.Run` (history with each member's `diverged_at`) or a frame."""
+    if isinstance(run_or_frame, pd.DataFrame):
+        return run_or_frame
+    history, summary = run_or_frame.history, run_or_frame.summary
+    return history.merge(summary[["run", "diverged_at"]].astype({"diverged_at": float}), on="run", how="left")
+
+
+def _values(frame: pd.DataFrame) -> alt.Data:
+    """Inline JSON rows: non-finite numbers become null (Vega-Lite breaks lines there); no row limit."""
+    clean = frame.copy()
+    for col in clean.columns:
+        if pd.api.types.is_float_dtype(clean[col]):
+            clean[col] = clean[col].where(clean[col].map(math.isfinite, na_action="ignore").fillna(False).astype(bool))
+    clean = clean.astype(object).where(clean.notna(), None)
+    return alt.Data(values=clean.to_dict("records"))
+
+
+def _series(frame: pd.DataFrame, exclude: Iterable[str] = ()) -> list:
+    return [f for f in SERIES if f in frame.columns and f not in exclude]
+
+
+def _up_to_divergence(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of diverged runs after their divergence step are dropped; non-finite values are dropped."""
+    keep = frame["value"].map(lambda v: v is not None and math.isfinite(v))
+    if "diverged_at" in frame.columns:
+        d = pd.to_numeric(frame["diverged_at"], errors="coerce")
+        keep &= d.isna() | (frame["step"] <= d)
+    return frame[keep]
+
+
+# ---------------------------------------------------------------------------------------------
+# builders
+
+
+def curves(frame: pd.DataFrame, metric: str | Sequence[str] | None = None, *, color: str | None = None,
+           log_x: bool = False, log_y: bool = False, title: str | None = None, x: str = "step",
+           y_title: str | None = None, width: int = WIDTH, height: int = HEIGHT) -> alt.LayerChart | alt.Chart:
+    """Lines of value against step, one per run (and per metric, and per label when comparing).
+
+    metric: one name, a list, or None for every metric in the frame. color: the field that colours
+    the lines; default `metric` when several metrics are drawn, else `label` or `run` when they vary.
+    Earlier runs (`current` False) are faded; a run with `diverged_at` is drawn up to that step and
+    marked "diverged at step k".
+    """
+    metrics = list(frame["metric"].unique()) if metric is None else [metric] if isinstance(metric, str) else list(metric)
+    rows = _up_to_divergence(frame[frame["metric"].isin(metrics)])
+    if log_y:
+        rows = rows[rows["value"] > 0]
+    if color is None:
+        color = "metric" if len(metrics) > 1 else next(
+            (f for f in ("label", "run") if f in rows.columns and rows[f].nunique() > 1), None)
+    x_scale = alt.Scale(type="symlog") if log_x else alt.Undefined
+    y_scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
+    tooltip = [alt.Tooltip(f"{f}:N") for f in _series(rows)] + [alt.Tooltip(f"{x}:Q"), alt.Tooltip("value:Q", format=".4g")]
+    encoding = dict(
+        x=alt.X(f"{x}:Q", title=x, scale=x_scale),
+        y=alt.Y("value:Q", title=y_title or (metrics[0] if len(metrics) == 1 else "value"), scale=y_scale),
+        detail=[alt.Detail(f"{f}:N") for f in _series(rows, exclude=[color] if color else [])],
+        tooltip=tooltip,
+    )
+    if color:
+        encoding["color"] = alt.Color(f"{color}:N", title=color)
+    if "current" in rows.columns and not rows["current"].all():
+        encoding["opacity"] = alt.condition("datum.current", alt.value(1.0), alt.value(FADED))
+    lines = alt.Chart(_values(rows)).mark_line().encode(**encoding)
+    marks = diverged_marks(frame, metrics[0], x=x)
+    chart = lines if marks is None else alt.layer(lines, marks)
+    return chart.properties(width=width, height=height, **({"title": title} if title else {}))
+
+
+def diverged_marks(frame: pd.DataFrame, metric: str, x: str = "step") -> alt.LayerChart | None:
+    """A red cross at each diverged run's last finite value of `metric`, with "diverged at step k"."""
+    if "diverged_at" not in frame.columns:
+        return None
+    rows = _up_to_divergence(frame[(frame["metric"] == metric) & pd.to_numeric(frame["diverged_at"], errors="coerce").notna()])
+    if rows.empty:
+        return None
+    last = rows.sort_values(x).groupby(_series(rows, exclude=["metric"]) or ["metric"], as_index=False).last()
+    last["note"] = [f"diverged at step {int(k)}" for k in last["diverged_at"]]
+    base = alt.Chart(_values(last)).encode(x=f"{x}:Q", y="value:Q")
+    cross = base.mark_point(shape="cross", size=90, color=DIVERGED_COLOR, filled=True)
+    text = base.mark_text(align="left", dx=7, dy=-7, color=DIVERGED_COLOR, fontWeight="bold").encode(text="note:N")
+    return alt.layer(cross, text)
+
+
+def reference_rule(value: float | pd.DataFrame, label: str | None = None, *, color: str = "gray") -> alt.LayerChart:
+    """Horizontal dashed rule(s) at y = value with a text label, e.g. `reference_rule(2 / eta, "2/η")`.
+    A frame with columns `value` and `label` draws one rule per row. Layer it over a chart with `+`."""
+    rules = value if isinstance(value, pd.DataFrame) else pd.DataFrame({"value": [float(value)], "label": [label or f"{value:g}"]})
+    base = alt.Chart(_values(rules)).encode(y="value:Q")
+    rule = base.mark_rule(strokeDash=[5, 4], color=color)
+    text = base.mark_text(align="left", baseline="bottom", dy=-2, color=color).encode(x=alt.value(4), text="label:N")
+    return alt.layer(rule, text)
+
+
+def heatmap(frame: pd.DataFrame, x: str, y: str, color: str = "value", *, log_color: bool = False,
+            annotate: bool = True, fmt: str = ".3g", title: str | None = None, scheme: str = "viridis",
+            width: int = WIDTH, height: int = HEIGHT) -> alt.LayerChart | alt.Chart:
+    """A sweep as coloured cells: one rectangle per (x, y) pair, coloured by `color`, values written in."""
+    rows = frame[[x, y, color]].copy()
+    rows[x], rows[y] = rows[x].map(_fmt), rows[y].map(_fmt)
+    order = lambda col: sorted(frame[col].unique(), key=lambda v: (_missing(v), 0 if _missing(v) else v))
+    base = alt.Chart(_values(rows)).encode(
+        x=alt.X(f"{x}:O", title=x, sort=[_fmt(v) for v in order(x)]),
+        y=alt.Y(f"{y}:O", title=y, sort=[_fmt(v) for v in order(y)][::-1]))
+    cells = base.mark_rect().encode(
+        color=alt.Color(f"{color}:Q", title=color, scale=alt.Scale(type="log" if log_color else "linear", scheme=scheme)),
+        tooltip=[f"{x}:O", f"{y}:O", alt.Tooltip(f"{color}:Q", format=fmt)])
+    chart = alt.layer(cells, base.mark_text(fontSize=9).encode(text=alt.Text(f"{color}:Q", format=fmt))) if annotate else cells
+    return chart.properties(width=width, height=height, **({"title": title} if title else {}))
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _fmt(v) -> str:
+    """Cell labels: None (or NaN, which pandas makes of None) reads "full", as in batch size or rank."""
+    return "full" if _missing(v) else f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def layer(*charts) -> alt.LayerChart:
+    """Charts drawn on shared axes (same as `a + b + c`)."""
+    return alt.layer(*charts)
+
+
+def grid(*charts, columns: int = 2) -> alt.ConcatChart:
+    """Charts side by side, wrapping after `columns`."""
+    return alt.concat(*charts, columns=columns)
+
+
+def note(chart, text: str, color: str = DIVERGED_COLOR) -> alt.VConcatChart:
+    """The chart with a line of text under it (the explorer uses it for "diverged at step k")."""
+    line = alt.Chart(alt.Data(values=[{"note": text}])).mark_text(align="left", color=color, fontWeight="bold",
+                                                                  fontSize=13).encode(text="note:N", x=alt.value(0))
+    return alt.vconcat(chart, line.properties(height=16, width=10, view=alt.ViewBackground(stroke=None)))
+
+
+def fade_previous(chart, field: str = "current", opacity: float = FADED):
+    """Rows whose `field` is False drawn at low opacity, in any chart whose marks set no opacity of their
+    own (the explorer applies it to theme charts in compare mode)."""
+    if isinstance(chart, alt.Chart):
+        encoding = chart.encoding if chart.encoding is not alt.Undefined else None
+        if encoding is not None and getattr(encoding, "opacity", alt.Undefined) is not alt.Undefined:
+            return chart
+        return chart.encode(opacity=alt.condition(f"datum.{field} !== false", alt.value(1.0), alt.value(opacity)))
+    chart = chart.copy(deep=False)
+    for attr in ("layer", "hconcat", "vconcat", "concat"):
+        parts = getattr(chart, attr, alt.Undefined)
+        if parts is not alt.Undefined:
+            setattr(chart, attr, [fade_previous(c, field, opacity) for c in parts])
+    if isinstance(chart, alt.FacetChart) or getattr(chart, "spec", alt.Undefined) not in (alt.Undefined, None):
+        spec = chart.spec
+        if isinstance(spec, (alt.Chart, alt.LayerChart)):
+            chart.spec = fade_previous(spec, field, opacity)
+    return chart
+
+
+# ---------------------------------------------------------------------------------------------
+# output
+
+
+def to_png(chart, path: str | os.PathLike | None = None, scale: float = 2.0) -> bytes:
+    """The chart as PNG bytes (vl-convert, offline); also written to `path` when given."""
+    buf = io.BytesIO()
+    chart.save(buf, format="png", scale_factor=scale)
+    data = buf.getvalue()
+    if path is not None:
+        with open(path, "wb") as f:
+            f.write(data)
+    return data
+
+
+def to_svg(chart, path: str | os.PathLike | None = None) -> str:
+    """The chart as SVG text (vl-convert, offline); also written to `path` when given."""
+    buf = io.StringIO()
+    chart.save(buf, format="svg")
+    text = buf.getvalue()
+    if path is not None:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    return text
+
+
+def show_static(chart, scale: float = 2.0) -> None:
+    """Display the chart as a PNG image (IPython.display.Image): what headless reports embed."""
+    from IPython.display import Image, display
+
+    png = to_png(chart, scale=scale)
+    width = int.from_bytes(png[16:20], "big")  # the PNG header's width, drawn at 1/scale for crisp pixels
+    display(Image(data=png, format="png", width=int(width / scale) if width else None))
+
+
+def show(chart) -> None:
+    """Display a chart: a static PNG when headless, the offline live widget otherwise."""
+    if headless():
+        show_static(chart)
+    else:
+        from IPython.display import display
+
+        offline_widgets()
+        display(alt.JupyterChart(chart, embed_options={"renderer": "svg", "actions": False}))
+
+
+setup()

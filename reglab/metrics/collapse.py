@@ -1,0 +1,196 @@
+"""Neural-collapse metrics (Papyan, Han & Donoho 2020) on stacked features.
+
+Every function takes features of a whole ensemble, `features: [M, n, d]` (M members, n examples, d
+feature dimensions; a single model is M = 1, a `[n, d]` tensor is read as M = 1), integer labels
+`[n]` shared by all members, and returns one value per member ([M]). They work on any model's
+features: the penultimate layer for NC1–NC4, any hidden layer for NC1.
+
+With class means μ_c, the global mean μ_G (mean over all examples), centred means M̃ = [μ_c − μ_G]
+(C × d), Σ_W = 1/n Σ_i (h_i − μ_{y_i})(h_i − μ_{y_i})ᵀ and Σ_B = 1/C Σ_c (μ_c − μ_G)(μ_c − μ_G)ᵀ:
+
+* NC1  within-class variability  tr(Σ_W Σ_B⁺) / C                         → 0
+* NC2  centred means form a simplex ETF: equal norms (coefficient of variation of ‖μ_c − μ_G‖ → 0)
+       and equal angles (pairwise cosines → −1/(C−1): their spread and mean distance from it → 0)
+* NC3  self-duality  ‖ W/‖W‖_F − M̃/‖M̃‖_F ‖²_F  with W the classifier rows (C × d)   → 0
+* NC4  the network's decision vs the nearest-class-centre rule: fraction of examples where they differ → 0
+
+Everything is computed in float64. tr(Σ_W Σ_B⁺) never forms a d × d pseudo-inverse: with
+G = M̃ M̃ᵀ (C × C), Σ_B⁺ = C · M̃ᵀ (G⁺)² M̃, so tr(Σ_W Σ_B⁺) = C · tr((M̃ Σ_W M̃ᵀ)(G⁺)²) — cost n·d·C.
+Reference metric definitions: tding1/Neural-Collapse (validate_NC.py) and Papyan et al. 2020, Figs. 2–7.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..config import ConfigError
+
+MIN_PER_CLASS = 2  # within-class variability needs two examples of a class
+
+
+def _stacked(features: torch.Tensor) -> torch.Tensor:
+    if features.dim() == 2:
+        features = features.unsqueeze(0)
+    if features.dim() != 3:
+        raise ConfigError(f"Collapse metrics need features of shape [M, n, d] (or [n, d]); got {tuple(features.shape)}.")
+    return features.detach().to(torch.float64)
+
+
+def check_labels(labels: torch.Tensor, n_classes: int | None = None, n: int | None = None) -> torch.Tensor:
+    """Counts per class [C]; a ConfigError naming the class when one has fewer than 2 examples."""
+    labels = labels.detach().long().reshape(-1).cpu()
+    if n is not None and len(labels) != n:
+        raise ConfigError(f"Collapse metrics got {len(labels)} labels for {n} feature rows; they must match.")
+    if len(labels) and int(labels.min()) < 0:
+        raise ConfigError("Collapse metrics need class ids 0 … C−1; got a negative label.")
+    C = int(n_classes) if n_classes is not None else int(labels.max()) + 1
+    if C < 2:
+        raise ConfigError(f"Collapse metrics need at least 2 classes; got {C}.")
+    if len(labels) and int(labels.max()) >= C:
+        raise ConfigError(f"Collapse metrics got label {int(labels.max())} but n_classes = {C}.")
+    counts = torch.bincount(labels, minlength=C)
+    few = [(c, int(k)) for c, k in enumerate(counts.tolist()) if k < MIN_PER_CLASS]
+    if few:
+        shown = ", ".join(f"class {c} has {k}" for c, k in few[:5]) + (" …" if len(few) > 5 else "")
+        raise ConfigError(f"Neural-collapse metrics need at least {MIN_PER_CLASS} examples of every class "
+                          f"(within-class variability is undefined otherwise): {shown}.")
+    return counts
+
+
+def class_means(features: torch.Tensor, labels: torch.Tensor, n_classes: int | None = None):
+    """(means [M, C, d], global mean [M, d], counts [C]) in float64; the global mean is over examples."""
+    h = _stacked(features)
+    counts = check_labels(labels, n_classes, h.shape[1])
+    onehot = torch.nn.functional.one_hot(labels.long().reshape(-1).to(h.device), len(counts)).to(h.dtype)  # [n, C]
+    means = torch.einsum("nc,mnd->mcd", onehot, h) / counts.to(h.device, h.dtype)[None, :, None]
+    return means, h.mean(1), counts
+
+
+def _centred(features, labels, n_classes):
+    h = _stacked(features)
+    means, mu_g, counts = class_means(h, labels, n_classes)
+    return h, means, mu_g, means - mu_g[:, None, :], counts
+
+
+def _pinv_sym(g: torch.Tensor, rtol: float = 1e-10) -> torch.Tensor:
+    """Pseudo-inverse of symmetric PSD matrices [M, k, k]: eigenvalues below rtol·max are treated as 0."""
+    evals, evecs = torch.linalg.eigh(g)
+    cutoff = rtol * evals.abs().amax(-1, keepdim=True).clamp_min(1e-300)
+    inv = torch.where(evals > cutoff, 1.0 / evals.clamp_min(1e-300), torch.zeros_like(evals))
+    return (evecs * inv.unsqueeze(-2)) @ evecs.transpose(-1, -2)
+
+
+def within_between(features: torch.Tensor, labels: torch.Tensor, n_classes: int | None = None):
+    """Σ_W [M, d, d] and Σ_B [M, d, d] as defined above (for tests and small d; nc1 avoids them)."""
+    h, means, _, mt, counts = _centred(features, labels, n_classes)
+    dev = h - means[:, labels.long().reshape(-1).to(h.device)]
+    sigma_w = dev.transpose(1, 2) @ dev / h.shape[1]
+    sigma_b = mt.transpose(1, 2) @ mt / len(counts)
+    return sigma_w, sigma_b
+
+
+def nc1(features: torch.Tensor, labels: torch.Tensor, n_classes: int | None = None) -> torch.Tensor:
+    """tr(Σ_W Σ_B⁺)/C per member [M]: within-class spread measured in units of the between-class spread."""
+    h, means, _, mt, _ = _centred(features, labels, n_classes)
+    n = h.shape[1]
+    dev = h - means[:, labels.long().reshape(-1).to(h.device)]  # [M, n, d]
+    proj = mt @ dev.transpose(1, 2)  # M̃ (h_i − μ_y)  [M, C, n]
+    a = proj @ proj.transpose(1, 2) / n  # M̃ Σ_W M̃ᵀ  [M, C, C]
+    g_pinv = _pinv_sym(mt @ mt.transpose(1, 2))  # (M̃ M̃ᵀ)⁺
+    # tr(Σ_W Σ_B⁺) = C·tr(A G⁺²), and NC1 divides it by C
+    return (a * (g_pinv @ g_pinv)).sum((1, 2)).to(torch.float32)
+
+
+def nc2(features: torch.Tensor, labels: torch.Tensor, n_classes: int | None = None) -> dict:
+    """Geometry of the centred class means vs the simplex ETF, each [M]:
+    `equinorm` std/mean of ‖μ_c − μ_G‖; `equiangular` std of the pairwise cosines (c ≠ c');
+    `maxangle` mean |cos + 1/(C−1)|; `cos_mean` the mean pairwise cosine (ETF: −1/(C−1));
+    `etf_distance` ‖G/‖G‖_F − (I − 11ᵀ/C)/√(C−1)‖_F with G = M̃M̃ᵀ (tding1's ETF metric)."""
+    _, _, _, mt, counts = _centred(features, labels, n_classes)
+    return _frame_geometry(mt, len(counts))
+
+
+def _frame_geometry(mt: torch.Tensor, C: int) -> dict:
+    norms = mt.norm(dim=-1)  # [M, C]
+    unit = mt / norms.clamp_min(1e-300).unsqueeze(-1)
+    cos = unit @ unit.transpose(1, 2)
+    off = ~torch.eye(C, dtype=torch.bool, device=mt.device)
+    pairs = cos[:, off]  # [M, C(C−1)]
+    g = mt @ mt.transpose(1, 2)
+    etf = (torch.eye(C, dtype=mt.dtype, device=mt.device) - 1.0 / C) / (C - 1) ** 0.5
+    out = {
+        "equinorm": norms.std(-1) / norms.mean(-1).clamp_min(1e-300),
+        "equiangular": pairs.std(-1),
+        "maxangle": (pairs + 1.0 / (C - 1)).abs().mean(-1),
+        "cos_mean": pairs.mean(-1),
+        "etf_distance": (g / g.flatten(1).norm(dim=1).clamp_min(1e-300)[:, None, None] - etf).flatten(1).norm(dim=1),
+    }
+    return {k: v.to(torch.float32) for k, v in out.items()}
+
+
+def classifier_geometry(classifier: torch.Tensor) -> dict:
+    """The same ETF geometry for the classifier rows W [M, C, d] (centred across classes, as Papyan et al.)."""
+    w = _stacked(classifier)
+    return _frame_geometry(w - w.mean(1, keepdim=True), w.shape[1])
+
+
+def nc3(features: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor, n_classes: int | None = None) -> torch.Tensor:
+    """‖W/‖W‖_F − M̃/‖M̃‖_F‖²_F per member [M] (0: classifier rows ∝ centred class means; at most 4).
+    classifier: the rows of the last linear layer, [M, C, d] (the reglab MLP stores [M, d, C]: transpose)."""
+    _, _, _, mt, counts = _centred(features, labels, n_classes)
+    w = _stacked(classifier)
+    if w.shape[1:] != mt.shape[1:]:
+        raise ConfigError(f"nc3 needs classifier rows [M, C, d] = [M, {mt.shape[1]}, {mt.shape[2]}]; got {tuple(w.shape)} "
+                          "(transpose a [M, d, C] weight).")
+    fro = lambda t: t.flatten(1).norm(dim=1).clamp_min(1e-300)[:, None, None]
+    return (w / fro(w) - mt / fro(mt)).flatten(1).pow(2).sum(1).to(torch.float32)
+
+
+def ncc_predictions(features: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+    """Nearest-class-centre decision [M, n] for features [M, n, d] and class means [M, C, d]."""
+    h = _stacked(features)
+    return torch.cdist(h, means.to(h.dtype)).argmin(-1)
+
+
+def nc4(features: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor, bias: torch.Tensor | None = None,
+        n_classes: int | None = None) -> torch.Tensor:
+    """Fraction of examples where argmax(W h + b) differs from the nearest class centre (means of these
+    features and labels) per member [M]."""
+    h = _stacked(features)
+    means, _, _ = class_means(h, labels, n_classes)
+    w = _stacked(classifier)
+    logits = h @ w.transpose(1, 2)
+    if bias is not None:
+        logits = logits + bias.detach().to(h.dtype).reshape(h.shape[0], 1, -1)
+    return (logits.argmax(-1) != ncc_predictions(h, means)).to(torch.float32).mean(-1)
+
+
+def collapse_metrics(features: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor | None = None,
+                     bias: torch.Tensor | None = None, n_classes: int | None = None) -> dict:
+    """NC1–NC4 (NC3 and NC4 when the classifier is given) in one dict of [M] tensors:
+    nc1, nc2_equinorm, nc2_equiangular, nc2_maxangle, nc2_cos_mean, nc2_etf_distance, nc3, nc4,
+    w_equinorm, w_maxangle."""
+    out = {"nc1": nc1(features, labels, n_classes)}
+    out.update({f"nc2_{k}": v for k, v in nc2(features, labels, n_classes).items()})
+    if classifier is not None:
+        out["nc3"] = nc3(features, labels, classifier, n_classes)
+        out["nc4"] = nc4(features, labels, classifier, bias, n_classes)
+        geo = classifier_geometry(classifier)
+        out["w_equinorm"], out["w_maxangle"] = geo["equinorm"], geo["maxangle"]
+    return out
+
+
+def simplex_etf(n_classes: int, dim: int | None = None, scale: float = 1.0) -> torch.Tensor:
+    """A simplex ETF: C unit-norm rows in `dim` ≥ C − 1 dimensions with pairwise cosines −1/(C−1) [C, dim]."""
+    C = int(n_classes)
+    dim = C if dim is None else int(dim)
+    if dim < C - 1:
+        raise ConfigError(f"A simplex ETF of {C} classes needs dim ≥ {C - 1}; got {dim}.")
+    frame = (torch.eye(C, dtype=torch.float64) - 1.0 / C) * (C / (C - 1)) ** 0.5  # rows: unit norm, cos −1/(C−1)
+    if dim == C:
+        return scale * frame
+    # rotate into `dim` coordinates: the rows lie in the (C−1)-dim subspace orthogonal to 1
+    basis = torch.linalg.qr(frame.T)[0][:, : C - 1]  # orthonormal basis of the row span, [C, C−1]
+    coords = frame @ basis  # [C, C−1]
+    out = torch.zeros(C, dim, dtype=torch.float64)
+    out[:, : C - 1] = coords
+    return scale * out
