@@ -13,4 +13,4 @@ report: env
 	$(BIN)/reglab report
 
 test: env
-	REGLAB_HEADLESS=1 $(BIN)/python -m pytest tests --nbval-lax notebooks -q
+	REGLAB_HEADLESS=1 $(BIN)/python -m pytest tests --nbval-lax --nbval-current-env notebooks -q

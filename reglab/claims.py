@@ -69,7 +69,7 @@ def claims_table_html(claims: list) -> str:
             f"<tbody>{rows}</tbody></table>")
 
 
-def record(result_or_metrics, claims: list | None = None) -> dict:
+def record(result_or_metrics, claims: list | None = None) -> None:
     """Display the verdict table and emit the structured results of this notebook."""
     if isinstance(result_or_metrics, Result):
         metrics, claims = result_or_metrics.metrics, result_or_metrics.claims
@@ -84,4 +84,3 @@ def record(result_or_metrics, claims: list | None = None) -> dict:
     except ImportError:  # plain Python: nothing to display on
         pass
     json.dumps(data)  # fail here, not in the report, if something is not serializable
-    return data

@@ -18,6 +18,8 @@ def _parser() -> argparse.ArgumentParser:
     record = sub.add_parser("record-expected", help="re-record a notebook's expected outputs for the regression tests")
     record.add_argument("notebook", help="notebook name, e.g. 00_quickstart")
     record.add_argument("--case", default="ci", help="case name (tests/expected/<notebook>/<case>.json)")
+    golden = sub.add_parser("golden", help="re-run notebooks at their defaults and keep only their golden outputs")
+    golden.add_argument("notebooks", nargs="+", help="notebook names, e.g. 00_quickstart")
     return parser
 
 
@@ -42,6 +44,12 @@ def main(argv=None) -> int:
 
             path = record_case(args.notebook, args.case)
             print(f"recorded {path}")
+            return 0
+        if args.command == "golden":
+            from .notebook import notebook_paths, refresh_golden
+
+            for path in notebook_paths(args.notebooks):
+                print(f"{path.stem}:\n{''.join(refresh_golden(path))}")
             return 0
     except ConfigError as err:
         print(f"reglab: error: {err}", file=sys.stderr)

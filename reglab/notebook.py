@@ -100,3 +100,31 @@ def show_config_errors_plainly() -> None:
         return [f"{etype.__name__}: {value}"]
 
     ip.set_custom_exc((ConfigError,), handler)
+
+
+def refresh_golden(path) -> list:
+    """Run a notebook at its defaults and keep only the outputs of its golden cells (metadata
+    keep_output, checked by nbval): the committed form of a notebook. Returns the golden texts."""
+    import subprocess
+    import sys
+    import tempfile
+
+    import nbformat
+
+    with tempfile.TemporaryDirectory() as tmp:
+        executed = execute(path, Path(tmp) / Path(path).name)
+    source = nbformat.read(str(path), as_version=4)
+    golden = []
+    for cell, ran in zip(source.cells, executed.cells):
+        if cell.cell_type != "code":
+            continue
+        cell.execution_count = None
+        if cell.metadata.get("keep_output"):
+            cell.execution_count = 1  # nbval compares only cells that were run
+            cell.outputs = [o for o in ran.outputs if o.output_type == "stream"]
+            golden.append("".join(o.get("text", "") for o in cell.outputs))
+        else:
+            cell.outputs = []
+    nbformat.write(source, str(path))
+    subprocess.run([sys.executable, "-m", "nbstripout", "--keep-count", str(path)], check=True)
+    return golden
