@@ -100,13 +100,14 @@ def _optimizer(cfg: RunConfig, configs, mask, device, dtype) -> T.Transform:
         links.append(T.clip_by_global_norm(member("grad_clip")))
     if cfg.orthogonal_grad:
         links.append(T.orthogonal_to_weights())
-    if cfg.decay == "coupled":
+    decays = any(c.weight_decay > 0 for c in configs)  # a zero-decay link would only cost time
+    if cfg.decay == "coupled" and decays:
         links.append(T.add_l2(member("weight_decay"), mask))
     if cfg.optimizer == "adamw":
         links.append(T.adam(*cfg.betas))
     elif any(c.momentum > 0 for c in configs):
         links.append(T.momentum(member("momentum")))
-    if cfg.decay == "decoupled":
+    if cfg.decay == "decoupled" and decays:
         links.append(T.add_decayed_weights(member("weight_decay"), mask))
     links.append(T.scale_by_schedule(member("step_size"), T.schedule(cfg.lr_schedule, cfg.steps)))
     return T.chain(*links)
@@ -238,8 +239,10 @@ def train(configs: RunConfig | Sequence[RunConfig], data: Dataset | None = None,
     diverged_at = torch.full((M,), -1, dtype=torch.long, device=device)
     step_losses = torch.zeros(cfg.steps, M, dtype=dtype, device=device)
     limit = None
-    all_alive = True
     rows: list = []
+    leaves = list(params.values())
+    for p in leaves:
+        p.requires_grad_(True)  # updated in place under no_grad: the same leaves all run long
 
     def record(step):
         state = TrainState(step, params, model, data, configs, cfg.loss, alive)
@@ -264,26 +267,25 @@ def train(configs: RunConfig | Sequence[RunConfig], data: Dataset | None = None,
         idx, w = batches.next()
         x, y = _gather(data.x_train, idx), _gather(data.y_train, idx)
         batch_loss = lambda p: (loss_fn_ex(model(p, x), y) * w).sum(-1) if w is not None else loss_fn_ex(model(p, x), y).mean(-1)
-        for p in params.values():
-            p.requires_grad_(True)
         loss = batch_loss(params)
-        grads = dict(zip(params, torch.autograd.grad(loss.sum(), list(params.values()))))
+        grads = dict(zip(params, torch.autograd.grad(loss.sum(), leaves)))
         if step <= sam_until:
             grads = _sam_gradient(batch_loss, params, grads, sam_radius)
         with torch.no_grad():
+            loss = loss.detach()
+            step_losses[step - 1] = loss
             if limit is None:
-                limit = DIVERGENCE_FACTOR * torch.clamp(loss.detach().abs(), min=1.0)
-            bad = ~torch.isfinite(loss) | (loss > limit)
-            diverged_at = torch.where(bad & alive, torch.full_like(diverged_at, step), diverged_at)
-            alive = alive & ~bad
-            step_losses[step - 1] = loss.detach()
+                limit = DIVERGENCE_FACTOR * torch.clamp(loss.abs(), min=1.0)
+            bad = ~(loss <= limit)  # NaN compares False: non-finite and exploding losses alike
+            if bool(bad.any()):  # rare: record the step, freeze the member at its last finite parameters
+                diverged_at = torch.where(bad & alive, torch.full_like(diverged_at, step), diverged_at)
+                alive = alive & ~bad
             updates, opt_state = opt.update(grads, opt_state, params)
-            if all_alive and bool(bad.any()):
-                all_alive = False
-            if all_alive:
-                params = {k: (p + updates[k]).detach() for k, p in params.items()}
-            else:  # diverged members stay frozen at their last finite parameters
-                params = {k: torch.where(T.per_member(alive, p), p + updates[k], p).detach() for k, p in params.items()}
+            if bool(alive.all()):
+                torch._foreach_add_(leaves, [updates[k] for k in params])
+            else:
+                for k, p in params.items():
+                    p.copy_(torch.where(T.per_member(alive, p), p + updates[k], p))
         if step % cfg.eval_every == 0 or step == cfg.steps:
             record(step)
         if bar is not None:
@@ -293,6 +295,7 @@ def train(configs: RunConfig | Sequence[RunConfig], data: Dataset | None = None,
 
     history = pd.DataFrame(rows, columns=["run", "step", "metric", "value"])
     summary = _summary(configs, history, diverged_at.tolist())
+    params = {k: p.detach() for k, p in params.items()}
     return Run(configs, history, summary, params, model, data, stopped, step_losses[: step if not stopped else step - 1].cpu())
 
 

@@ -111,8 +111,15 @@ def add_decayed_weights(weight_decay: torch.Tensor, mask: dict) -> Transform:
 
 def scale_by_schedule(step_size: torch.Tensor, schedule: Callable[[int], float]) -> Transform:
     """Multiply by −η·schedule(t): the final link that turns a direction into a step."""
+    constant = {}  # the common case: a constant schedule, one shaped factor per parameter, made once
+
     def update(updates, state, params):
-        factor = -step_size * schedule(state)
+        scale = schedule(state)
+        if scale == 1.0:
+            if not constant:
+                constant.update({k: per_member(-step_size, u) for k, u in updates.items()})
+            return {k: constant[k] * u for k, u in updates.items()}, state + 1
+        factor = -step_size * scale
         return {k: per_member(factor, u) * u for k, u in updates.items()}, state + 1
 
     return Transform(lambda params: 0, update)
