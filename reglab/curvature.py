@@ -67,7 +67,6 @@ def _check_params(params: dict, owner: str) -> int:
 # Hessian-vector products
 
 
-
 class Hessian:
     """The Hessian of `loss_fn(params).sum()` at one point, as a linear operator on stacked vectors.
 
@@ -412,7 +411,7 @@ def gauss_newton_trace(model, params: dict, x: torch.Tensor, y: torch.Tensor, lo
     from torch.func (vmap over examples of jacrev), `chunk` examples at a time. The model must treat
     examples independently (no BatchNorm: its batch statistics couple them).
     """
-    from torch.func import jacrev, vmap
+    from torch.func import jacrev, vmap  # (its first use in a process imports torch._dynamo: ~2 s)
 
     from .losses import LOSSES
 
@@ -437,9 +436,9 @@ def gauss_newton_trace(model, params: dict, x: torch.Tensor, y: torch.Tensor, lo
         # summing over members keeps each member's Jacobian in its own slot: members never interact
         return model(p, xi.unsqueeze(0))[:, 0, :].sum(0)
 
-    per_example_jacobian = vmap(jacrev(outputs), in_dims=(None, 0))
     with torch.no_grad():
         C = model(params, x[:1]).shape[-1]
+    per_example_jacobian = vmap(jacrev(outputs), in_dims=(None, 0))
     chunk = chunk or max(1, JACOBIAN_CHUNK_FLOATS // (C * M * N))
     total = torch.zeros(M, dtype=torch.float64, device=x.device)
     for i in range(0, len(x), chunk):
@@ -547,7 +546,13 @@ class Sharpness:
         self._vector = None  # flat [M, N]: sum of the last top-k Ritz vectors
         self._last_step = None
 
+    def __repr__(self) -> str:  # the settings that change its numbers (e.g. for a cache key)
+        return (f"Sharpness(every={self.every}, k={self.k}, tol={self.tol}, max_iter={self.max_iter}, "
+                f"warm_start={self.warm_start}, split={self.split!r}, name={self.name!r})")
+
     def __call__(self, state) -> dict:
+        if self._last_step is not None and state.step <= self._last_step:  # reused for a new run: start over
+            self._last_step, self._vector = None, None
         if self._last_step is not None and state.step - self._last_step < self.every:
             return {}
         self._last_step = state.step

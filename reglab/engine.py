@@ -205,7 +205,7 @@ def train(configs: RunConfig | Sequence[RunConfig], data: Dataset | None = None,
     on_eval: called as `on_eval(rows, step)` with the new tidy rows, for live charts.
     stop: an Event (or a function returning True) that cancels the run; what was done is returned.
     cache: True (or a string naming what the probes/data add to the key) reuses a finished run with the
-    same configs from the disk cache; its rows are replayed to on_eval at once.
+    same configs (and probe reprs) from the disk cache; its rows are replayed to on_eval at once.
     """
     configs = [configs] if isinstance(configs, RunConfig) else list(configs)
     if not configs:
@@ -340,7 +340,7 @@ def _cached_train(configs, data, probes, on_eval, stop, progress, cache) -> Run:
 
     extra = "" if cache is True else str(cache)
     key = disk.key_of(*(c.to_text() for c in configs), extra, data.name if data is not None else "",
-                      *(type(p).__qualname__ for p in probes))
+                      *(repr(p) for p in probes))
     run = disk.load(key)
     if run is not None:
         if on_eval is not None:
