@@ -31,8 +31,8 @@ def effective_rank(matrix: torch.Tensor) -> torch.Tensor:
 
 
 def numerical_rank(matrix: torch.Tensor, energy: float = 0.99) -> torch.Tensor:
-    """Number of singular values needed to keep `energy` of Σσ² (the 'feature rank' of SAM papers
-    uses 99 % of the variance of centred features). [M] int"""
+    """Number of singular values needed to keep `energy` of Σσ² (the SAM low-rank-features code counts
+    uncentred features at energy 0.9999). [M] int"""
     s2 = singular_values(matrix).pow(2)
     cum = s2.cumsum(-1) / s2.sum(-1, keepdim=True).clamp_min(1e-30)
     return (cum < energy).sum(-1) + 1

@@ -1,0 +1,151 @@
+"""T3 · weight decay and low rank: metric functions on hand-computed examples, experiment pieces on tiny settings."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from reglab.config import ConfigError
+from reglab.experiments import low_rank
+from reglab.metrics import bounds
+from reglab.models import MLP
+
+
+# ---------------------------------------------------------------------------------------------
+# bounds
+
+
+def test_norm_21_sums_the_norms_of_each_units_incoming_weights():
+    w = torch.tensor([[[3.0, 0.0], [4.0, 1.0]]])  # [M=1, in=2, out=2]: columns (3, 4) and (0, 1)
+    assert bounds.norm_21(w).item() == pytest.approx(5.0 + 1.0)
+
+
+def test_spectral_complexity_single_layer():
+    w = torch.diag(torch.tensor([2.0, 1.0]))[None]  # ‖W‖₂ = 2, ‖W‖₂,₁ = 3 → 2 · (1.5^(2/3))^(3/2) = 3
+    assert bounds.spectral_complexity([w]).item() == pytest.approx(3.0, rel=1e-5)
+
+
+def test_two_layer_bounds_by_hand():
+    w0 = torch.eye(2)[None]  # s = 1, ‖·‖₂,₁ = 2
+    w1 = torch.tensor([[[3.0], [4.0]]])  # s = 5, ‖·‖₂,₁ = 5
+    x = torch.tensor([[3.0, 4.0], [0.0, 0.0]])  # ‖X‖_F / n = 5 / 2
+    spec = 5 * (2 ** (2 / 3) + 1) ** 1.5
+    assert bounds.spectral_complexity([w0, w1]).item() == pytest.approx(spec, rel=1e-5)
+    assert bounds.spectral_bound([w0, w1], x).item() == pytest.approx(2.5 * spec, rel=1e-5)
+    # rank constraint 1 on the first layer: Σ √(r d_out) = √(1·2) + √(1·1)
+    assert bounds.rank_complexity([w0, w1], [1, None]).item() == pytest.approx(5 * (math.sqrt(2) + 1), rel=1e-5)
+    # unconstrained: r = min(in, out) = 2 for the first layer
+    assert bounds.rank_bound([w0, w1], x).item() == pytest.approx(2.5 * 5 * (2 + 1), rel=1e-5)
+
+
+def test_rank_bound_grows_with_the_constraint_and_layer_ranks_cap():
+    w = torch.randn(1, 6, 4)
+    assert bounds.layer_ranks([w], [10]) == [4]
+    values = [bounds.rank_complexity([w], [r]).item() for r in (1, 2, 3, 4)]
+    assert all(a < b for a, b in zip(values, values[1:]))
+    with pytest.raises(ValueError):
+        bounds.layer_ranks([w, w], [1])
+
+
+def test_model_weights_and_rank_constraints_of_a_factorized_mlp():
+    model = MLP(5, 1, width=8, depth=1, rank=3, rank_layer=0, bias=False)
+    params = model.init([torch.Generator().manual_seed(0)])
+    weights = bounds.model_weights(model, params)
+    assert [tuple(w.shape) for w in weights] == [(1, 5, 8), (1, 8, 1)]
+    assert bounds.model_rank_constraints(model, params) == [3, None]
+    assert torch.linalg.matrix_rank(weights[0][0]).item() == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# experiment 1 pieces
+
+
+def test_soft_threshold_and_predicted_spectrum():
+    assert low_rank.soft_threshold([1.0, 3.0, 0.5], 0.7) == pytest.approx([2.3, 0.3, 0.0])
+    assert low_rank.soft_threshold([3.0, 1.0, 0.5], 0.7, rank=1) == pytest.approx([2.3, 0.0, 0.0])
+    w = np.diag([4.0, 2.0])
+    assert low_rank.predicted_spectrum(w, 1.0, None) == pytest.approx([2.0, 1.0])  # plain W: σ / (1 + λ)
+    assert low_rank.predicted_spectrum(w, 1.0, 2) == pytest.approx([3.0, 1.0])  # U Vᵀ: σ − λ
+
+
+def test_nuclear_gap_is_zero_for_a_balanced_factorization_and_known_when_unbalanced():
+    rng = np.random.default_rng(0)
+    a, _ = np.linalg.qr(rng.standard_normal((4, 2)))
+    b, _ = np.linalg.qr(rng.standard_normal((3, 2)))
+    s = np.array([3.0, 1.0])
+    u = torch.tensor(a * np.sqrt(s))[None]
+    v = torch.tensor((np.sqrt(s)[:, None] * b.T))[None]
+    params = {"U0": u, "V0": v}
+    assert low_rank.factor_norm(params).item() == pytest.approx(4.0)  # (tr S + tr S) / 2
+    assert low_rank.nuclear_gap(params).item() == pytest.approx(0.0, abs=1e-9)
+    unbalanced = {"U0": 2 * u, "V0": v / 2}  # (4 tr S + tr S / 4) / 2 = 2.125 tr S
+    assert low_rank.nuclear_gap(unbalanced).item() == pytest.approx(1.125, rel=1e-6)
+
+
+def test_matrix_regression_is_whitened_and_w_ls_is_least_squares():
+    data = low_rank.matrix_regression(n=40, d_in=6, d_out=5, spectrum=(2.0, 1.0), seed=3, n_test=10)
+    x, y = data.x_train.double().numpy(), data.y_train.double().numpy()
+    assert x.T @ x == pytest.approx(40 * np.eye(6), abs=1e-3)
+    assert data.info["w_ls"] == pytest.approx(np.linalg.lstsq(x, y, rcond=None)[0], abs=1e-4)
+    assert np.linalg.matrix_rank(data.info["w_star"]) == 2
+    with pytest.raises(ConfigError):
+        low_rank.matrix_regression(n=4, d_in=6)
+
+
+def test_weight_decay_sweep_reaches_soft_thresholding_and_the_nuclear_identity():
+    run, data = low_rank.weight_decay_sweep([0.0, 0.5], steps=300, seeds=(0,))
+    gap = low_rank.nuclear_gap(run.params)
+    assert gap[1].item() < 1e-3  # λ = 0.5: balanced
+    assert gap[0].item() > 0.05  # λ = 0: keeps the imbalance of its initialization
+    final = run.history[run.history.step == 300].pivot(index="run", columns="metric", values="value")
+    assert final.loc[1, "svt_error"] < 0.05
+    assert final.loc[1, "effective_rank"] < final.loc[0, "effective_rank"]
+
+
+# ---------------------------------------------------------------------------------------------
+# experiments 2 and 3 pieces
+
+
+def test_spearman():
+    assert low_rank.spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert low_rank.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert low_rank.spearman([1, 2, 3, 4], [1, 1, 2, 2]) == pytest.approx(np.corrcoef([1, 2, 3, 4], [1.5, 1.5, 3.5, 3.5])[0, 1])
+    assert math.isnan(low_rank.spearman([1, 2, 3], [5, 5, 5]))
+
+
+def test_feature_rank_and_active_neurons_by_hand():
+    feats = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]], [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]])  # M = 2, n = 2, width 3
+    assert low_rank.active_neurons(feats).tolist() == [2, 1]
+    assert low_rank.feature_rank(feats).tolist() == [2, 1]
+
+
+def test_teacher_student_matches_the_sam_setup():
+    data = low_rank.teacher_student(seed=1)
+    assert data.x_train.shape == (20, 3) and data.y_train.shape == (20, 1)
+    assert data.x_train.norm(dim=1) == pytest.approx(torch.ones(20), abs=1e-5)
+
+
+def test_tiny_run_returns_claims_metrics_and_frames():
+    result = low_rank.run(weight_decays=[0.0, 0.3], steps=100, ranks=[1, 2], rank_steps=40, sam_radii=[0.0, 0.4],
+                          sam_steps=40, seeds=1)
+    assert len(result.claims) == 8
+    assert {"spectrum", "history", "ranks_vs_decay", "rank_sweep", "sam", "explorer_initial"} <= set(result.frames)
+    assert set(result.frames["rank_sweep"]["rank"]) == {1, 2}
+    assert all(isinstance(c.held, bool) for c in result.claims)
+    assert result.frames["explorer_initial"]["run"].eq(0).all()
+    # the explorer's chart builds from the initial frame
+    low_rank.chart(result.frames["explorer_initial"]).to_dict()
+
+
+@pytest.mark.parametrize("bad", [dict(ranks=[0, 2]), dict(ranks=[4]), dict(sam_radii=[-0.1]), dict(step_size=-1.0),
+                                 dict(batch_size=1000), dict(seeds=0), dict(weight_decays=[])])
+def test_bad_input_gives_a_config_error(bad):
+    with pytest.raises(ConfigError):
+        low_rank.run(**bad)
+
+
+def test_a_diverging_run_is_reported_not_raised():
+    result = low_rank.run(step_size=50.0, weight_decays=[0.0, 0.3], steps=60, ranks=[1, 2], rank_steps=20,
+                          sam_radii=[0.0, 0.4], sam_steps=20, seeds=1)
+    first = result.claims[0]
+    assert not first.held and "diverged at step" in first.note
