@@ -22,9 +22,11 @@ from __future__ import annotations
 import io
 import math
 import os
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import altair as alt
+import numpy as np
 import pandas as pd
 
 FADED = 0.25  # opacity of earlier runs kept for comparison
@@ -55,12 +57,30 @@ def setup() -> None:
     if headless():
         alt.renderers.enable("png", scale_factor=2)
     else:
+        offline_widgets()  # from the cached bundle when there is one
         alt.renderers.enable("jupyter", offline=True)
 
 
 def offline_widgets() -> None:
-    """Bundle JupyterChart's JavaScript from vl-convert (no CDN). Costs ~3 s once per process."""
-    alt.JupyterChart.enable_offline()
+    """Load JupyterChart's JavaScript from vl-convert's bundle (no CDN). Bundling costs ~3 s, so the
+    bundle is kept in the reglab cache folder, keyed by the altair and vl-convert versions."""
+    if alt.JupyterChart._is_offline:
+        return
+    try:
+        import vl_convert
+
+        cache = Path(os.environ.get("REGLAB_CACHE", Path.home() / ".cache" / "reglab"))
+        path = cache / f"jupyterchart-{alt.__version__}-{vl_convert.__version__}.js"
+        if path.exists() and path.stat().st_size > 100_000:
+            alt.JupyterChart._esm, alt.JupyterChart._is_offline = path.read_text(encoding="utf-8"), True
+            return
+        alt.JupyterChart.enable_offline()
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(alt.JupyterChart._esm, encoding="utf-8")
+        os.replace(tmp, path)
+    except (AttributeError, OSError):  # altair internals moved, or no writable cache: bundle every time
+        alt.JupyterChart.enable_offline()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,14 +95,19 @@ def tidy(run_or_frame) -> pd.DataFrame:
     return history.merge(summary[["run", "diverged_at"]].astype({"diverged_at": float}), on="run", how="left")
 
 
-def _values(frame: pd.DataFrame) -> alt.Data:
-    """Inline JSON rows: non-finite numbers become null (Vega-Lite breaks lines there); no row limit."""
+def _values(frame: pd.DataFrame) -> dict:
+    """Inline rows for a spec's `data`: non-finite numbers become null (Vega-Lite breaks lines there).
+    A plain {"values": [...]} is used, not a DataFrame: no 5000-row limit, and no per-row schema
+    validation (which costs seconds on a few thousand rows)."""
     clean = frame.copy()
     for col in clean.columns:
         if pd.api.types.is_float_dtype(clean[col]):
-            clean[col] = clean[col].where(clean[col].map(math.isfinite, na_action="ignore").fillna(False).astype(bool))
+            clean[col] = clean[col].where(np.isfinite(clean[col].to_numpy(dtype=float)))
     clean = clean.astype(object).where(clean.notna(), None)
-    return alt.Data(values=clean.to_dict("records"))
+    return {"values": clean.to_dict("records")}
+
+
+inline = _values  # public name: `alt.Chart(charts.inline(frame))` for a theme's own marks
 
 
 def _series(frame: pd.DataFrame, exclude: Iterable[str] = ()) -> list:
@@ -91,11 +116,14 @@ def _series(frame: pd.DataFrame, exclude: Iterable[str] = ()) -> list:
 
 def _up_to_divergence(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows of diverged runs after their divergence step are dropped; non-finite values are dropped."""
-    keep = frame["value"].map(lambda v: v is not None and math.isfinite(v))
+    keep = pd.Series(np.isfinite(pd.to_numeric(frame["value"], errors="coerce").to_numpy(dtype=float)), index=frame.index)
     if "diverged_at" in frame.columns:
         d = pd.to_numeric(frame["diverged_at"], errors="coerce")
         keep &= d.isna() | (frame["step"] <= d)
     return frame[keep]
+
+
+up_to_divergence = _up_to_divergence  # public name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,7 +229,7 @@ def grid(*charts, columns: int = 2) -> alt.ConcatChart:
 
 def note(chart, text: str, color: str = DIVERGED_COLOR) -> alt.VConcatChart:
     """The chart with a line of text under it (the explorer uses it for "diverged at step k")."""
-    line = alt.Chart(alt.Data(values=[{"note": text}])).mark_text(align="left", color=color, fontWeight="bold",
+    line = alt.Chart({"values": [{"note": text}]}).mark_text(align="left", color=color, fontWeight="bold",
                                                                   fontSize=13).encode(text="note:N", x=alt.value(0))
     return alt.vconcat(chart, line.properties(height=16, width=10, view=alt.ViewBackground(stroke=None)))
 
@@ -219,10 +247,9 @@ def fade_previous(chart, field: str = "current", opacity: float = FADED):
         parts = getattr(chart, attr, alt.Undefined)
         if parts is not alt.Undefined:
             setattr(chart, attr, [fade_previous(c, field, opacity) for c in parts])
-    if isinstance(chart, alt.FacetChart) or getattr(chart, "spec", alt.Undefined) not in (alt.Undefined, None):
-        spec = chart.spec
-        if isinstance(spec, (alt.Chart, alt.LayerChart)):
-            chart.spec = fade_previous(spec, field, opacity)
+    spec = getattr(chart, "spec", alt.Undefined)  # facet and repeat charts hold one inner spec
+    if isinstance(spec, (alt.Chart, alt.LayerChart)):
+        chart.spec = fade_previous(spec, field, opacity)
     return chart
 
 

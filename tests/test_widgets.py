@@ -1,0 +1,345 @@
+"""The explorer without a browser: controls -> config -> run, cancellation, messages, cache, headless."""
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reglab import RunConfig, charts
+from reglab.widgets import Choice, Explorer, IntRange, LogRange
+from reglab.widgets.controls import config_for, label, parse_assignments, resolve
+from reglab.widgets.session import infer_divergence
+
+# A tiny real config: the default run is reglab.train itself.
+TINY = RunConfig(data="mnist1d", n_train=200, width=16, depth=1, steps=20, eval_every=5, batch_size=32)
+
+
+def fake_frame(config, steps=None, diverge_at=None):
+    """Tidy rows of a made-up loss curve (NaN from `diverge_at` on)."""
+    steps = steps or config.steps
+    rows = []
+    for step in range(0, steps + 1, config.eval_every):
+        loss = float("nan") if diverge_at is not None and step >= diverge_at else 1.0 / (1 + config.step_size * step)
+        rows += [{"run": 0, "step": step, "metric": "train_loss", "value": loss},
+                 {"run": 0, "step": step, "metric": "test_loss", "value": loss * 1.1}]
+    return rows
+
+
+class Recorder:
+    """A run function that records the configs it was called with; optionally slow and cancellable."""
+
+    def __init__(self, slow=()):
+        self.configs, self.stops, self.slow = [], [], set(slow)  # step sizes whose runs take 50 ms per eval
+        self.finished = []
+
+    def __call__(self, config, on_eval, stop):
+        self.configs.append(config)
+        self.stops.append(stop)
+        rows = []
+        for row_pair in zip(*[iter(fake_frame(config))] * 2):
+            if stop.is_set():
+                break
+            rows += row_pair
+            on_eval(list(row_pair), row_pair[0]["step"])
+            if config.step_size in self.slow:
+                time.sleep(0.05)
+        self.finished.append(config)
+        return pd.DataFrame(rows)
+
+
+def explorer(run=None, **kwargs):
+    kwargs.setdefault("debounce", 0.01)
+    ex = Explorer(kwargs.pop("config", TINY), run=run, headless=False, n_train=200, **kwargs)
+    ex.widget  # builds the panel and starts the first run
+    assert ex.wait(30)
+    return ex
+
+
+def test_slider_value_gives_config_and_run():
+    rec = Recorder()
+    ex = explorer(rec)
+    try:
+        assert rec.configs[-1] == TINY
+        ex.inputs["step_size"].value = 0.3
+        assert ex.config.step_size == pytest.approx(0.3)
+        assert ex.wait(10)
+        assert rec.configs[-1].step_size == pytest.approx(0.3)
+        assert rec.configs[-1].replace(step_size=TINY.step_size) == TINY  # nothing else changed
+        assert ex.session.current.config == ex.config and ex.session.current.status == "done"
+        assert set(ex.frame["label"]) == {label(ex.config, ex.names)}
+        assert ex.stamp_text.value == ex.config.to_text()
+        # the batch-size selection: index -> value, "full batch" is None
+        ex.inputs["batch_size"].value = len(ex.specs["batch_size"].options) - 1
+        assert ex.wait(10) and rec.configs[-1].batch_size is None
+        # weight decay exactly 0 through its checkbox
+        assert ex.offs["weight_decay"].value  # TINY has no decay: "λ = 0" is ticked
+        ex.inputs["weight_decay"].value = 1e-3  # moving the slider unticks it
+        assert ex.wait(10) and rec.configs[-1].weight_decay == pytest.approx(1e-3) and not ex.offs["weight_decay"].value
+        ex.offs["weight_decay"].value = True
+        assert ex.wait(10) and ex.session.current.config.weight_decay == 0.0  # visited before: from the cache
+    finally:
+        ex.close()
+
+
+def test_default_run_is_reglab_train_streaming_live():
+    ex = explorer()
+    try:
+        current = ex.session.current
+        assert current.status == "done" and set(current.frame["metric"]) >= {"train_loss", "test_loss"}
+        assert ex.chart_widget.spec is not None and ex.progress_bar.value == 1.0
+    finally:
+        ex.close()
+
+
+def test_new_value_cancels_the_running_one():
+    rec = Recorder(slow={0.2})
+    ex = explorer(rec, config=TINY.replace(steps=200))  # the 0.2 run would take 2 s if not stopped
+    try:
+        ex.set(step_size=0.2)
+        deadline = time.time() + 5
+        while len(rec.configs) < 2 and time.time() < deadline:  # wait until the 0.2 run is under way
+            time.sleep(0.01)
+        first_stop = rec.stops[-1]
+        t0 = time.time()
+        ex.set(step_size=0.4)
+        assert first_stop.is_set()  # cancelled at once, not after the debounce
+        assert ex.wait(10)
+        assert rec.configs[-1].step_size == pytest.approx(0.4)
+        assert time.time() - t0 < 5
+        assert rec.finished[-2].step_size == pytest.approx(0.2)  # the old run returned early...
+        assert TINY.replace(steps=200, step_size=0.2).short_hash() not in ex.session.cache  # ...and was not cached
+        assert ex.session.current.config.step_size == pytest.approx(0.4)
+    finally:
+        ex.close()
+
+
+def test_stop_button_keeps_partial_curve():
+    rec = Recorder(slow={0.3})
+    ex = explorer(rec, config=TINY.replace(steps=100, eval_every=5))
+    try:
+        ex.set(step_size=0.3)
+        time.sleep(0.3)
+        ex.stop_button.click()
+        assert ex.wait(10)
+        assert ex.session.current.status == "stopped" and "stopped at step" in ex.status_label.value
+        assert ex.session.current.key not in ex.session.cache
+    finally:
+        ex.close()
+
+
+@pytest.mark.parametrize("typed, expected", [
+    ({"step_size": -1.0}, "The 'step_size' parameter of RunConfig must be a float in the range (0, inf). Got -1.0 instead."),
+    ({"batch_size": 5000}, "The 'batch_size' parameter of RunConfig must be an int in the range [1, 200] (the number of training examples)"),
+    ({"rank": 17}, "The 'rank' parameter of RunConfig must be an int in the range [1, 16] (the layer width) or None. Got 17 instead."),
+    ({"step_size": "fast"}, "The 'step_size' parameter of RunConfig must be a float"),
+])
+def test_bad_typed_values_are_refused_with_the_config_message(typed, expected):
+    ex = Explorer(TINY, n_train=200, headless=False)
+    before = ex.config
+    messages = ex.set(**typed)  # never raises
+    assert len(messages) == 1 and messages[0].startswith(expected) and "Keeping" in messages[0]
+    assert ex.config == before
+
+
+def test_out_of_range_values_are_clamped_with_a_message():
+    ex = Explorer(TINY, n_train=200, headless=False)
+    [m1] = ex.set(step_size=50)
+    assert ex.config.step_size == 10.0 and "above this control's range" in m1 and "using 10" in m1
+    [m2] = ex.set(batch_size=37)
+    assert ex.config.batch_size == 32 and "nearest option" in m2
+    assert ex.set(weight_decay=0) == [] and ex.config.weight_decay == 0.0
+    assert ex.set(rank=None) == [] and ex.config.rank is None
+
+
+def test_typed_box_and_stamp_show_messages_in_the_panel():
+    rec = Recorder()
+    ex = explorer(rec)
+    try:
+        ex.typed_text.value = "step_size=-1"
+        assert "(0, inf)" in ex.message_line.value and ex.typed_text.value == ""
+        ex.typed_text.value = "step_size=0.05 batch_size=full"
+        assert ex.wait(10) and rec.configs[-1].step_size == pytest.approx(0.05) and rec.configs[-1].batch_size is None
+        ex.stamp_text.value = "reglab:{not json"
+        assert "Not a reglab config stamp" in ex.message_line.value
+        stamp = TINY.replace(step_size=0.2, weight_decay=1e-4).to_text()
+        ex.stamp_text.value = stamp
+        assert ex.wait(10) and ex.config.to_text() == stamp and rec.configs[-1].to_text() == stamp
+        assert ex.inputs["step_size"].value == pytest.approx(0.2) and not ex.offs["weight_decay"].value
+        ex.stamp_text.value = TINY.replace(width=64).to_text()  # another panel's stamp
+        assert "another panel" in ex.message_line.value and ex.config.width == TINY.width
+    finally:
+        ex.close()
+
+
+def test_revisit_is_served_from_the_cache():
+    rec = Recorder()
+    ex = explorer(rec)
+    try:
+        ex.set(step_size=0.3)
+        assert ex.wait(10)
+        calls = len(rec.configs)
+        t0 = time.perf_counter()
+        ex.inputs["step_size"].value = TINY.step_size
+        elapsed = time.perf_counter() - t0
+        assert len(rec.configs) == calls  # no new run
+        assert ex.session.current.config == TINY and ex.status.startswith("cached")
+        assert elapsed < 1.0  # drawn synchronously (the benchmark measures it properly)
+    finally:
+        ex.close()
+
+
+def test_initial_frame_is_drawn_without_training():
+    rec = Recorder()
+    initial = pd.DataFrame(fake_frame(TINY))
+    ex = explorer(rec, initial=initial)
+    try:
+        assert rec.configs == [] and ex.status.startswith("cached")
+        assert len(ex.frame) == len(initial)
+    finally:
+        ex.close()
+
+
+def test_divergence_is_labelled_and_reported():
+    def diverging(config, on_eval, stop):
+        return pd.DataFrame(fake_frame(config, diverge_at=10 if config.step_size > 1 else None))
+
+    ex = explorer(diverging)
+    try:
+        ex.set(step_size=5.0)
+        assert ex.wait(10)
+        assert ex.session.current.diverged_at == {0: 10}
+        assert "diverged at step 10" in ex.message_line.value and "diverged at step 10" in ex.status_label.value
+        assert "diverged at step 10" in str(ex.chart_widget.spec)
+    finally:
+        ex.close()
+
+
+def test_real_divergence_stops_early_and_is_cached():
+    ex = explorer(config=TINY.replace(steps=200, eval_every=5))
+    try:
+        ex.set(step_size=10.0)
+        assert ex.wait(30)
+        current = ex.session.current
+        assert current.status == "diverged" and current.diverged_at[0] <= 10
+        assert current.step < 200  # stopped once every run was frozen
+        assert current.key in ex.session.cache
+    finally:
+        ex.close()
+
+
+def test_compare_mode_keeps_faded_runs():
+    rec = Recorder()
+    ex = explorer(rec)
+    try:
+        ex.compare_box.value = True
+        ex.set(step_size=0.3)
+        assert ex.wait(10)
+        frame = ex.frame
+        assert set(frame["current"]) == {True, False} and frame["label"].nunique() == 2
+        assert frame.groupby("label")["run"].nunique().sum() == frame["run"].nunique()  # distinct run ids
+        assert '"value": 0.25' in str(ex.chart_widget.spec).replace("'", '"')  # the faded opacity
+        ex.compare_box.value = False
+        assert set(ex.frame["current"]) == {True}
+    finally:
+        ex.close()
+
+
+def test_export_png_svg_csv(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ex = explorer(Recorder())
+    try:
+        png, svg, csv = (ex.export(k) for k in ("png", "svg", "csv"))
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.parent == tmp_path
+        assert "<svg" in svg.read_text()
+        assert set(pd.read_csv(csv).columns) >= {"run", "step", "metric", "value", "label"}
+        ex.export_buttons[0].click()
+        assert str(png) in ex.export_line.value
+    finally:
+        ex.close()
+
+
+def test_preset_sets_hides_and_locks():
+    ex = Explorer(TINY, run=Recorder(), n_train=200, headless=False, debounce=0.01,
+                  preset={"step_size": 0.5, "hide": ["rank"], "lock": ["batch_size"]})
+    try:
+        ex.widget
+        assert ex.wait(10)
+        assert ex.config.step_size == 0.5 and ex.inputs["step_size"].value == pytest.approx(0.5)
+        assert ex.inputs["batch_size"].disabled
+        assert ex.rows["rank"].layout.display == "none"
+        ex.typed_text.value = "batch_size=8"  # a locked control cannot be typed around
+        assert "locked" in ex.message_line.value and ex.config.batch_size == TINY.batch_size
+        assert "fixed in this explorer" in ex.set(width=64)[0] and ex.config.width == TINY.width
+    finally:
+        ex.close()
+
+
+def _widget_count():
+    from ipywidgets.widgets import widget
+
+    return len(widget._instances)
+
+
+def test_headless_show_is_one_static_image_and_no_widgets(monkeypatch, capsys):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objs, **kw: shown.extend(objs))
+    monkeypatch.setenv("REGLAB_HEADLESS", "1")
+    rec = Recorder()
+    before = _widget_count()
+    ex = Explorer(TINY, run=rec, initial=pd.DataFrame(fake_frame(TINY)))
+    ex.show()
+    Explorer(TINY.replace(step_size=0.2), run=rec).show()  # no initial: runs once, quietly
+    assert _widget_count() == before
+    assert [type(o) for o in shown] == [IPython.display.Image] * 2
+    assert all(o.data[:4] == b"\x89PNG" for o in shown)
+    assert [c.step_size for c in rec.configs] == [0.2]
+    assert capsys.readouterr() == ("", "")  # no progress bars, no prints
+
+
+# ---------------------------------------------------------------------------------------------
+# pure pieces
+
+
+def test_config_for_sets_dict_keys():
+    base = RunConfig(data="modular", data_options={"p": 13})
+    assert config_for(base, {"data_options.p": 31, "step_size": 0.2}).data_options == {"p": 31}
+    assert base.data_options == {"p": 13}
+
+
+def test_extra_specs_for_theme_controls():
+    base = RunConfig(data="modular", data_options={"p": 13}, loss="mse")
+    ex = Explorer(base, run=Recorder(), n_train=100, headless=False, controls=("step_size",),
+                  extra={"data_options.p": IntRange(7, 97), "loss": Choice(["mse", "ce"]), "steps": IntRange(100, 5000)})
+    assert ex.set(**{"data_options.p": 200}) == ["data_options.p = 200 is above this control's range [7, 97]; using 97."]
+    assert ex.config.data_options == {"p": 97}
+    assert ex.set(loss="ce") == [] and ex.config.loss == "ce"
+    assert "one of" in ex.set(loss="hinge2")[0]
+
+
+def test_resolve_and_parse_helpers():
+    spec = LogRange(1e-5, 1, off=0.0)
+    assert resolve("weight_decay", 0, spec, TINY, {}, 200).value == 0.0
+    out = resolve("weight_decay", -1.0, spec, TINY, {"weight_decay": 0.0}, 200)
+    assert not out.accepted and "[0, inf)" in out.message
+    assert parse_assignments("step_size=0.3, batch_size=full rank=None seed=2") == {
+        "step_size": 0.3, "batch_size": None, "rank": None, "seed": 2}
+
+
+def test_infer_divergence_from_nan_rows():
+    frame = pd.DataFrame(fake_frame(TINY, diverge_at=10))
+    assert infer_divergence(frame) == {0: 10}
+    assert infer_divergence(pd.DataFrame(fake_frame(TINY))) == {}
+
+
+def test_charts_curves_mark_divergence_and_render_offline(tmp_path):
+    frame = pd.DataFrame(fake_frame(TINY, diverge_at=10)).assign(diverged_at=10.0)
+    chart = charts.curves(frame, "train_loss", log_y=True) + charts.reference_rule(0.5, "½")
+    spec = str(chart.to_dict())
+    assert "diverged at step 10" in spec and "nan" not in spec.lower()
+    assert charts.to_png(chart, tmp_path / "c.png")[:4] == b"\x89PNG"
+    assert "<svg" in charts.to_svg(chart)
+    sweep = pd.DataFrame({"step_size": [0.1, 0.1, 1.0, 1.0], "batch_size": [8, None, 8, None], "acc": np.arange(4.0)})
+    assert "full" in str(charts.heatmap(sweep, "step_size", "batch_size", "acc").to_dict())
