@@ -1,0 +1,171 @@
+"""Theme T2 (SGD noise): metric functions on hand-computed examples, the exact full-batch data set, and
+the experiment's pieces on tiny settings."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from reglab.config import ConfigError
+from reglab.engine import train
+from reglab.experiments import sgd_noise as sn
+
+
+def test_input_and_irrelevant_norms_by_hand():
+    w0 = torch.tensor([[[1.0, 0.0], [0.0, 0.0], [3.0, 4.0]]])  # [M=1, d=3, width=2]
+    assert sn.input_norms(w0).tolist() == [[1.0, 0.0, 5.0]]
+    assert sn.irrelevant_norm(w0, k=1).item() == pytest.approx(5.0)
+    assert sn.relevant_norm(w0, k=1).item() == pytest.approx(1.0)
+    assert sn.irrelevant_norm(w0, k=2).item() == pytest.approx(5.0)
+
+
+def test_relative_change_by_hand():
+    init = {"W0": torch.tensor([[[3.0, 0.0]]]), "W1": torch.tensor([[[0.0], [4.0]]])}  # ‖θ₀‖ = 5
+    params = {"W0": torch.tensor([[[3.0, 3.0]]]), "W1": torch.tensor([[[4.0], [4.0]]])}  # diff (0,3),(4,0): 5
+    assert sn.relative_change(params, init).item() == pytest.approx(1.0)
+
+
+def test_reference_data_recipe():
+    data = sn.sparse_support_data(n_train=200, d=6, k=2, label_noise=1e-3, seed=3, n_test=50)
+    x, y = data.x_train.double(), data.y_train.double()
+    half = len(x) // 2
+    assert torch.equal(x[:half], x[half:])  # every point twice
+    assert torch.allclose(x[:half, 2:].mean(0), torch.zeros(4, dtype=torch.float64), atol=1e-6)  # centred irrelevant
+    mean_label = (y[:half] + y[half:]) / 2  # ± ε cancels: the teacher of ones on the first k inputs
+    assert torch.allclose(mean_label.squeeze(1), x[:half, :2].sum(1), atol=1e-5)
+    assert float((y[:half] - y[half:]).abs().max()) < 0.01
+    assert torch.allclose(data.y_test.squeeze(1), data.x_test[:, :2].sum(1), atol=1e-5)
+    assert data.info["k"] == 2 and data.x_test.shape == (50, 6)
+    with pytest.raises(ConfigError, match="'k'"):
+        sn.sparse_support_data(d=5, k=5)
+
+
+def test_full_batch_equivalent_preserves_loss_and_gd_trajectory():
+    data = sn.sparse_support_data(n_train=400, d=6, k=2, seed=1, n_test=20)
+    small = sn.full_batch_equivalent(data)
+    assert small.x_train.shape == (7, 6)
+    w = torch.randn(6, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    loss = lambda d: 0.5 * ((d.x_train.double() @ w - d.y_train.double()) ** 2).mean()
+    assert float(loss(small)) == pytest.approx(float(loss(data)), rel=1e-5)
+    cfg = sn.config(step_size=0.2, batch_size=None, k=2, d=6, n_train=400, steps=30, width=5)
+    a = train(cfg, data=data, probes=[sn.support_probe(2)], progress=False)
+    b = train(cfg, data=small, probes=[sn.support_probe(2)], progress=False)
+    fa, fb = a.summary.iloc[0], b.summary.iloc[0]
+    assert fb["irrelevant_norm"] == pytest.approx(fa["irrelevant_norm"], rel=1e-4)
+    assert fb["train_loss"] == pytest.approx(fa["train_loss"], rel=1e-3)
+
+
+def test_groups_balance_padding_against_overhead():
+    sizes = [1, 2, 4, 8, 16] * 8 + [32, 64] * 8 + [256] * 3 + [None] * 4
+    cfgs = [sn.config(batch_size=b) for b in sizes]
+    groups = sn._groups(cfgs, 10_000)
+    assert sorted(i for g in groups for i in g) == list(range(len(cfgs)))  # every member exactly once
+    assert [sorted({cfgs[i].batch_size for i in g}, key=lambda b: b or 0) for g in groups] == [
+        [1, 2, 4, 8, 16], [32, 64], [256], [None]]  # full batch alone, last
+    # a few members of very different sizes are cheaper padded together than as separate ensembles
+    few = [sn.config(batch_size=b, n_train=1000) for b in (256, 1, None, 32, 2)]
+    assert [[few[i].batch_size for i in g] for g in sn._groups(few, 1000)] == [[1, 2, 32, 256], [None]]
+
+
+def test_iso_temperature_pairs():
+    cells = pd.DataFrame({"step_size": [0.1, 0.2, 0.2], "batch_size": [16, 32, 16], "irrelevant_norm": [1.8, 0.9, 0.5]})
+    cells["temperature"] = cells.step_size / cells.batch_size
+    pairs = sn.iso_temperature_pairs(cells)
+    assert len(pairs) == 1
+    assert pairs.iloc[0].ratio == pytest.approx(2.0)
+    assert pairs.iloc[0].b_small == 16 and pairs.iloc[0].b_large == 32
+
+
+def test_train_support_mixes_batch_sizes_and_keeps_member_order():
+    cfgs = [sn.config(step_size=0.3, batch_size=b, k=2, d=6, n_train=200, steps=40, width=5) for b in (None, 1, 64)]
+    frame = sn.train_support(cfgs, progress=False)
+    assert sorted(frame.run.unique()) == [0, 1, 2]
+    assert {f"in{j}" for j in range(6)} <= set(frame.metric)
+    final = frame[frame.step == 40].pivot(index="run", columns="metric", values="value")
+    # the probe's irrelevant norm is the norm of the irrelevant inputs' rows
+    rows = final[[f"in{j}" for j in range(2, 6)]].pow(2).sum(1).pow(0.5)
+    assert np.allclose(rows.values, final.irrelevant_norm.values, rtol=1e-5)
+    # member 1 alone gives the same numbers as inside the mixed call (one generator per member)
+    alone = sn.train_support([cfgs[1]], progress=False)
+    assert alone[alone.step == 40].set_index("metric").value["irrelevant_norm"] == pytest.approx(
+        final.loc[1, "irrelevant_norm"], rel=1e-6)
+
+
+def test_temperature_sweep_tiny():
+    table, hist = sn.temperature_sweep([0.1, 10.0], [1e-3], [0], batch_size=8, width=8, n_train=60, steps=20)
+    assert len(table) == 2
+    lazy = table[table.alpha == 10.0].iloc[0]
+    feature = table[table.alpha == 0.1].iloc[0]
+    assert math.isfinite(lazy.rel_change) and lazy.rel_change < feature.rel_change
+    assert lazy.step_size == pytest.approx(1e-3 * 8 / 100)
+    assert {"rel_change", "train_loss"} <= set(hist.metric)
+
+
+def test_bad_inputs_give_config_errors():
+    with pytest.raises(ConfigError, match="alpha"):
+        sn.alpha_config(alpha=-1.0)
+    with pytest.raises(ConfigError, match="step_size"):
+        sn.train_support([sn.config(step_size=-0.1, n_train=200, k=2, d=6, steps=5)])
+    with pytest.raises(ConfigError, match="batch_size"):
+        sn.train_support([sn.config(batch_size=500, n_train=200, k=2, d=6, steps=5)])
+    with pytest.raises(ConfigError, match="rank"):
+        sn.train_support([sn.config(rank=50, n_train=200, k=2, d=6, steps=5)])
+    with pytest.raises(ConfigError, match="n_seeds"):
+        sn.run(n_seeds=0)
+
+
+def test_run_tiny_produces_claims_and_frames():
+    r = sn.run(steps=30, n_train=200, k=2, d=6, n_seeds=2, batch_sizes=[32, 1], sweep_step_sizes=[0.1, 0.2],
+               sweep_batch_sizes=[1, 2], alphas=[0.1, 10.0], temperatures=[1e-3], alpha_width=8, alpha_n_train=60,
+               alpha_steps=20)
+    assert len(r.claims) == 5
+    assert {"support", "phase", "temperature", "pairs"} <= set(r.frames)
+    assert len(r.frames["phase"]) == 2 * 3  # two η × (B = 1, 2, GD)
+    assert r.frames["pairs"].shape[0] == 1  # (0.1, 1) and (0.2, 2) share η/B
+    assert "irrelevant_GD_seed1" in r.metrics
+    # charts build from the frames
+    sn.support_chart(r.frames["support"], seed=0, step_size=0.3, k=2).to_dict()
+    sn.phase_chart(r.frames["phase"]).to_dict()
+    sn.collapse_chart(r.frames["phase"]).to_dict()
+    sn.temperature_chart(r.frames["temperature"]).to_dict()
+
+
+def test_explorer_trains_support_runs_and_refuses_bad_batch():
+    from reglab.widgets import Explorer, IntRange
+
+    cfg = sn.config(step_size=0.3, batch_size=1, k=2, d=6, n_train=200, steps=60, width=5)
+    ex = Explorer(cfg, chart=sn.explore_chart, run=sn.explore_run, headless=False, debounce=0.01,
+                  extra={"steps": IntRange(20, 20000), "data_options.k": IntRange(1, 5)})
+    try:
+        ex.widget
+        assert ex.wait(60) and ex.session.current.status == "done"
+        assert {"in0", "in5", "irrelevant_norm"} <= set(ex.frame.metric)
+        ex.set(batch_size=None)  # full-batch GD through the exact moment data set
+        assert ex.wait(60) and ex.session.current.config.batch_size is None
+        messages = ex.set(batch_size=1000)
+        assert any("batch_size" in m for m in messages)
+    finally:
+        ex.close()
+
+
+def test_initial_frame_and_support_table():
+    r = sn.run(steps=20, n_train=200, k=2, d=6, n_seeds=2, batch_sizes=[1, 8], sweep_step_sizes=[0.3],
+               sweep_batch_sizes=[1], alphas=[], temperatures=[])
+    assert len(r.claims) == 3  # experiment 3 skipped
+    frame = sn.initial_frame(r, 0.3, 1, 0)
+    assert set(frame.run) == {0} and "irrelevant_norm" in set(frame.metric)
+    assert sn.initial_frame(r, 0.3, 64, 0) is None
+    table = sn.support_table(r, 0.3, [1, 8])
+    assert list(table.index) == ["initial", "GD", "B=8", "B=1"]
+    assert list(table.columns) == ["seed 0", "seed 1"] and table.notna().all().all()
+
+
+def test_diverged_runs_are_reported_not_scored():
+    r = sn.run(steps=60, n_train=200, k=2, d=6, n_seeds=1, step_size=50.0, grad_clip=None, batch_sizes=[1],
+               sweep_step_sizes=[50.0], sweep_batch_sizes=[1], alphas=[], temperatures=[])
+    runs = r.frames["runs"]
+    assert runs.diverged_at.notna().all() and runs.irrelevant_norm.isna().all()
+    assert not any(c.held for c in r.claims)
+    assert "diverged at step" in r.claims[1].note
+    sn.phase_chart(r.frames["phase"]).to_dict()  # draws "div." cells
