@@ -130,26 +130,29 @@ def digits(n_train: int | None = None, seed: int = 0, target: str = "class", shu
 
 
 def sparse_teacher(n_train: int | None = None, seed: int = 0, d: int = 15, k: int = 5, label_noise: float = 1e-3,
-                   duplicate: bool = True, n_test: int = 1000) -> Dataset:
-    """Regression target that depends on the first k of d Gaussian inputs (a random linear teacher).
-    With `duplicate`, every point appears twice with labels y ± label_noise (Beneventano et al.)."""
-    _need("d", d, Interval(int, 1, 10_000), "sparse_teacher")
-    _need("k", k, Interval(int, 1, d), "sparse_teacher")
-    n = _need("n_train", n_train or 5000, Interval(int, 2, 10**7), "sparse_teacher")
+                   n_test: int = 1000) -> Dataset:
+    """Beneventano, Pinto & Poggio's recipe (andreakiro/sgd-finds-support): n_train/2 Gaussian points in
+    d dimensions with the irrelevant coordinates k..d−1 centred, target = sum of the first k coordinates
+    (a teacher of ones), every point twice with labels y ± ε, ε ~ N(0, label_noise²). The test set is
+    fresh, noiseless points."""
+    _need("d", d, Interval(int, 2, 10_000), "sparse_teacher")
+    _need("k", k, Interval(int, 1, d - 1), "sparse_teacher")
+    _need("label_noise", label_noise, Interval(float, 0, 10), "sparse_teacher")
+    n = _need("n_train", n_train or 10_000, Interval(int, 4, 10**7), "sparse_teacher")
     rng = np.random.default_rng(seed)
-    teacher = np.zeros(d, np.float32)
-    teacher[:k] = rng.standard_normal(k) / np.sqrt(k)
-    base = n // 2 if duplicate else n
-    x = rng.standard_normal((base + n_test, d)).astype(np.float32)
-    y = (x @ teacher)[:, None].astype(np.float32)
-    xtr, ytr, xte, yte = x[:base], y[:base], x[base:], y[base:]
-    if duplicate:
-        xtr = np.concatenate([xtr, xtr])
-        ytr = np.concatenate([ytr + label_noise, ytr - label_noise])
-    else:
-        ytr = ytr + label_noise * rng.standard_normal(ytr.shape).astype(np.float32)
-    return Dataset("sparse_teacher", torch.from_numpy(xtr), torch.from_numpy(ytr), torch.from_numpy(xte),
-                   torch.from_numpy(yte), "regression", info={"relevant": list(range(k)), "d": d, "k": k})
+    base = n // 2
+    x = rng.standard_normal((base, d))
+    x[:, k:] -= x[:, k:].mean(0)
+    teacher = np.zeros(d)
+    teacher[:k] = 1.0
+    eps = label_noise * rng.standard_normal(base)
+    y = x @ teacher
+    x_train = np.concatenate([x, x]).astype(np.float32)
+    y_train = np.concatenate([y + eps, y - eps])[:, None].astype(np.float32)
+    x_test = rng.standard_normal((n_test, d)).astype(np.float32)
+    y_test = (x_test @ teacher)[:, None].astype(np.float32)
+    return Dataset("sparse_teacher", torch.from_numpy(x_train), torch.from_numpy(y_train), torch.from_numpy(x_test),
+                   torch.from_numpy(y_test), "regression", info={"relevant": list(range(k)), "d": d, "k": k})
 
 
 def modular(n_train: int | None = None, seed: int = 0, p: int = 59, op: str = "+", train_fraction: float = 0.4,

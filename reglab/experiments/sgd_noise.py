@@ -34,7 +34,7 @@ import torch
 
 from ..claims import Claim, Result
 from ..config import ConfigError, Interval, RunConfig, check, validate
-from ..data import Dataset, from_arrays
+from ..data import Dataset, from_arrays, make_dataset
 from ..engine import train
 from ..transforms import member_norm
 
@@ -63,28 +63,9 @@ def check_positive(name, value, kind=float, low=0, owner="sgd_noise"):
 @functools.lru_cache(maxsize=8)
 def sparse_support_data(n_train: int = 10_000, d: int = 15, k: int = 5, label_noise: float = 1e-3, seed: int = 0,
                         n_test: int = 1000) -> Dataset:
-    """The reference recipe: n_train/2 Gaussian points in d dimensions, the irrelevant coordinates k..d−1
-    centred, target = sum of the first k coordinates (teacher of ones), every point twice with labels
-    y ± ε, ε ~ N(0, label_noise²). The test set is fresh, noiseless points."""
-    check("d", d, Interval(int, 2, 10_000), owner="sparse_support_data")
-    check("k", k, Interval(int, 1, d - 1), owner="sparse_support_data")
-    check("n_train", n_train, Interval(int, 4, 10**7), owner="sparse_support_data")
-    check("label_noise", label_noise, Interval(float, 0, 10), owner="sparse_support_data")
-    rng = np.random.default_rng(seed)
-    base = n_train // 2
-    x = rng.standard_normal((base, d))
-    x[:, k:] -= x[:, k:].mean(0)
-    teacher = np.zeros(d)
-    teacher[:k] = 1.0
-    eps = label_noise * rng.standard_normal(base)
-    y = x @ teacher
-    x_train = np.concatenate([x, x]).astype(np.float32)
-    y_train = np.concatenate([y + eps, y - eps])[:, None].astype(np.float32)
-    x_test = rng.standard_normal((n_test, d)).astype(np.float32)
-    y_test = (x_test @ teacher)[:, None].astype(np.float32)
-    data = from_arrays(x_train, y_train, x_test, y_test, task="regression", name="sparse_support")
-    data.info.update(relevant=list(range(k)), d=d, k=k)
-    return data
+    """The reference recipe (reglab.data.sparse_teacher): k relevant of d inputs, every point twice with
+    labels y ± ε."""
+    return make_dataset("sparse_teacher", n_train, seed, d=d, k=k, label_noise=label_noise, n_test=n_test)
 
 
 def full_batch_equivalent(data: Dataset) -> Dataset:
