@@ -14,8 +14,9 @@ With class means μ_c, the global mean μ_G (mean over all examples), centred me
 * NC3  self-duality  ‖ W/‖W‖_F − M̃/‖M̃‖_F ‖²_F  with W the classifier rows (C × d)   → 0
 * NC4  the network's decision vs the nearest-class-centre rule: fraction of examples where they differ → 0
 
-Everything is computed in float64. tr(Σ_W Σ_B⁺) never forms a d × d pseudo-inverse: with
-G = M̃ M̃ᵀ (C × C), Σ_B⁺ = C · M̃ᵀ (G⁺)² M̃, so tr(Σ_W Σ_B⁺) = C · tr((M̃ Σ_W M̃ᵀ)(G⁺)²) — cost n·d·C.
+Work on the n examples stays in the features' dtype (matmuls); everything C × C is float64.
+tr(Σ_W Σ_B⁺) never forms a d × d pseudo-inverse: with G = M̃ M̃ᵀ (C × C), Σ_B⁺ = C · M̃ᵀ (G⁺)² M̃,
+so tr(Σ_W Σ_B⁺) = C · tr((M̃ Σ_W M̃ᵀ)(G⁺)²) — cost n·d·C.
 Reference metric definitions: tding1/Neural-Collapse (validate_NC.py) and Papyan et al. 2020, Figs. 2–7.
 """
 from __future__ import annotations
@@ -32,7 +33,8 @@ def _stacked(features: torch.Tensor) -> torch.Tensor:
         features = features.unsqueeze(0)
     if features.dim() != 3:
         raise ConfigError(f"Collapse metrics need features of shape [M, n, d] (or [n, d]); got {tuple(features.shape)}.")
-    return features.detach().to(torch.float64)
+    features = features.detach()
+    return features if features.dtype in (torch.float32, torch.float64) else features.float()
 
 
 def check_labels(labels: torch.Tensor, n_classes: int | None = None, n: int | None = None) -> torch.Tensor:
@@ -42,7 +44,7 @@ def check_labels(labels: torch.Tensor, n_classes: int | None = None, n: int | No
         raise ConfigError(f"Collapse metrics got {len(labels)} labels for {n} feature rows; they must match.")
     if len(labels) and int(labels.min()) < 0:
         raise ConfigError("Collapse metrics need class ids 0 … C−1; got a negative label.")
-    C = int(n_classes) if n_classes is not None else int(labels.max()) + 1
+    C = int(n_classes) if n_classes is not None else (int(labels.max()) + 1 if len(labels) else 0)
     if C < 2:
         raise ConfigError(f"Collapse metrics need at least 2 classes; got {C}.")
     if len(labels) and int(labels.max()) >= C:
@@ -50,25 +52,41 @@ def check_labels(labels: torch.Tensor, n_classes: int | None = None, n: int | No
     counts = torch.bincount(labels, minlength=C)
     few = [(c, int(k)) for c, k in enumerate(counts.tolist()) if k < MIN_PER_CLASS]
     if few:
-        shown = ", ".join(f"class {c} has {k}" for c, k in few[:5]) + (" …" if len(few) > 5 else "")
+        shown = ", ".join(f"class {c} has {k}" for c, k in few[:5]) + (f" and {len(few) - 5} more" if len(few) > 5 else "")
         raise ConfigError(f"Neural-collapse metrics need at least {MIN_PER_CLASS} examples of every class "
                           f"(within-class variability is undefined otherwise): {shown}.")
     return counts
 
 
+class _Stats:
+    """Class means, global mean and within-class deviations of one feature tensor, computed once.
+    The n-sized work stays in the features' dtype (matmuls); everything C × C is float64."""
+
+    def __init__(self, features, labels, n_classes=None):
+        h = _stacked(features)
+        self.counts = check_labels(labels, n_classes, h.shape[1])
+        self.labels = labels.detach().long().reshape(-1).to(h.device)
+        self.C, self.n = len(self.counts), h.shape[1]
+        onehot = torch.nn.functional.one_hot(self.labels, self.C).to(h.dtype)  # [n, C]
+        self.h = h
+        self.means = (onehot.T @ h) / self.counts.to(h.device, h.dtype)[:, None]  # [M, C, d]
+        self.mu_g = h.mean(1)  # [M, d]
+        self.mt = self.means - self.mu_g[:, None, :]  # centred class means M̃ [M, C, d]
+
+    @property
+    def deviations(self):
+        return self.h - self.means[:, self.labels]  # h_i − μ_{y_i}  [M, n, d]
+
+
 def class_means(features: torch.Tensor, labels: torch.Tensor, n_classes: int | None = None):
-    """(means [M, C, d], global mean [M, d], counts [C]) in float64; the global mean is over examples."""
-    h = _stacked(features)
-    counts = check_labels(labels, n_classes, h.shape[1])
-    onehot = torch.nn.functional.one_hot(labels.long().reshape(-1).to(h.device), len(counts)).to(h.dtype)  # [n, C]
-    means = torch.einsum("nc,mnd->mcd", onehot, h) / counts.to(h.device, h.dtype)[None, :, None]
-    return means, h.mean(1), counts
+    """(means [M, C, d], global mean [M, d], counts [C]); the global mean is over examples."""
+    st = _Stats(features, labels, n_classes)
+    return st.means, st.mu_g, st.counts
 
 
-def _centred(features, labels, n_classes):
-    h = _stacked(features)
-    means, mu_g, counts = class_means(h, labels, n_classes)
-    return h, means, mu_g, means - mu_g[:, None, :], counts
+def centred_class_means(features: torch.Tensor, labels: torch.Tensor, n_classes: int | None = None) -> torch.Tensor:
+    """M̃ = [μ_c − μ_G] per member, [M, C, d]."""
+    return _Stats(features, labels, n_classes).mt
 
 
 def _pinv_sym(g: torch.Tensor, rtol: float = 1e-10) -> torch.Tensor:
@@ -80,24 +98,24 @@ def _pinv_sym(g: torch.Tensor, rtol: float = 1e-10) -> torch.Tensor:
 
 
 def within_between(features: torch.Tensor, labels: torch.Tensor, n_classes: int | None = None):
-    """Σ_W [M, d, d] and Σ_B [M, d, d] as defined above (for tests and small d; nc1 avoids them)."""
-    h, means, _, mt, counts = _centred(features, labels, n_classes)
-    dev = h - means[:, labels.long().reshape(-1).to(h.device)]
-    sigma_w = dev.transpose(1, 2) @ dev / h.shape[1]
-    sigma_b = mt.transpose(1, 2) @ mt / len(counts)
-    return sigma_w, sigma_b
+    """Σ_W [M, d, d] and Σ_B [M, d, d] in float64 as defined above (for tests and small d; nc1 avoids them)."""
+    st = _Stats(_stacked(features).double(), labels, n_classes)
+    dev = st.deviations
+    return dev.transpose(1, 2) @ dev / st.n, st.mt.transpose(1, 2) @ st.mt / st.C
+
+
+def _nc1(st: _Stats) -> torch.Tensor:
+    proj = st.mt @ st.deviations.transpose(1, 2)  # M̃ (h_i − μ_y)  [M, C, n]
+    a = (proj @ proj.transpose(1, 2)).double() / st.n  # M̃ Σ_W M̃ᵀ  [M, C, C]
+    mt = st.mt.double()
+    g_pinv = _pinv_sym(mt @ mt.transpose(1, 2))  # (M̃ M̃ᵀ)⁺
+    # tr(Σ_W Σ_B⁺) = C·tr(A G⁺²), and NC1 divides it by C
+    return (a * (g_pinv @ g_pinv)).sum((1, 2)).to(torch.float32)
 
 
 def nc1(features: torch.Tensor, labels: torch.Tensor, n_classes: int | None = None) -> torch.Tensor:
     """tr(Σ_W Σ_B⁺)/C per member [M]: within-class spread measured in units of the between-class spread."""
-    h, means, _, mt, _ = _centred(features, labels, n_classes)
-    n = h.shape[1]
-    dev = h - means[:, labels.long().reshape(-1).to(h.device)]  # [M, n, d]
-    proj = mt @ dev.transpose(1, 2)  # M̃ (h_i − μ_y)  [M, C, n]
-    a = proj @ proj.transpose(1, 2) / n  # M̃ Σ_W M̃ᵀ  [M, C, C]
-    g_pinv = _pinv_sym(mt @ mt.transpose(1, 2))  # (M̃ M̃ᵀ)⁺
-    # tr(Σ_W Σ_B⁺) = C·tr(A G⁺²), and NC1 divides it by C
-    return (a * (g_pinv @ g_pinv)).sum((1, 2)).to(torch.float32)
+    return _nc1(_Stats(features, labels, n_classes))
 
 
 def nc2(features: torch.Tensor, labels: torch.Tensor, n_classes: int | None = None) -> dict:
@@ -105,8 +123,8 @@ def nc2(features: torch.Tensor, labels: torch.Tensor, n_classes: int | None = No
     `equinorm` std/mean of ‖μ_c − μ_G‖; `equiangular` std of the pairwise cosines (c ≠ c');
     `maxangle` mean |cos + 1/(C−1)|; `cos_mean` the mean pairwise cosine (ETF: −1/(C−1));
     `etf_distance` ‖G/‖G‖_F − (I − 11ᵀ/C)/√(C−1)‖_F with G = M̃M̃ᵀ (tding1's ETF metric)."""
-    _, _, _, mt, counts = _centred(features, labels, n_classes)
-    return _frame_geometry(mt, len(counts))
+    st = _Stats(features, labels, n_classes)
+    return _frame_geometry(st.mt.double(), st.C)
 
 
 def _frame_geometry(mt: torch.Tensor, C: int) -> dict:
@@ -127,54 +145,76 @@ def _frame_geometry(mt: torch.Tensor, C: int) -> dict:
     return {k: v.to(torch.float32) for k, v in out.items()}
 
 
+def pairwise_cosines(rows: torch.Tensor) -> torch.Tensor:
+    """Cosines between the rows of each member's matrix [M, C, d] -> [M, C, C] (float64)."""
+    rows = _stacked(rows).double()
+    unit = rows / rows.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+    return unit @ unit.transpose(1, 2)
+
+
 def classifier_geometry(classifier: torch.Tensor) -> dict:
     """The same ETF geometry for the classifier rows W [M, C, d] (centred across classes, as Papyan et al.)."""
-    w = _stacked(classifier)
+    w = _stacked(classifier).double()
     return _frame_geometry(w - w.mean(1, keepdim=True), w.shape[1])
+
+
+def _rows(st: _Stats, classifier) -> torch.Tensor:
+    w = _stacked(classifier)
+    if w.shape[1:] != st.mt.shape[1:] or w.shape[0] not in (1, st.mt.shape[0]):
+        raise ConfigError(f"The classifier must hold one row per class, [M, C, d] = [{st.mt.shape[0]}, {st.C}, "
+                          f"{st.mt.shape[2]}]; got {tuple(w.shape)} (transpose a [M, d, C] weight).")
+    return w
+
+
+def _nc3(st: _Stats, w: torch.Tensor) -> torch.Tensor:
+    w, mt = w.double(), st.mt.double()
+    fro = lambda t: t.flatten(1).norm(dim=1).clamp_min(1e-300)[:, None, None]
+    return (w / fro(w) - mt / fro(mt)).flatten(1).pow(2).sum(1).to(torch.float32)
 
 
 def nc3(features: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor, n_classes: int | None = None) -> torch.Tensor:
     """‖W/‖W‖_F − M̃/‖M̃‖_F‖²_F per member [M] (0: classifier rows ∝ centred class means; at most 4).
     classifier: the rows of the last linear layer, [M, C, d] (the reglab MLP stores [M, d, C]: transpose)."""
-    _, _, _, mt, counts = _centred(features, labels, n_classes)
-    w = _stacked(classifier)
-    if w.shape[1:] != mt.shape[1:]:
-        raise ConfigError(f"nc3 needs classifier rows [M, C, d] = [M, {mt.shape[1]}, {mt.shape[2]}]; got {tuple(w.shape)} "
-                          "(transpose a [M, d, C] weight).")
-    fro = lambda t: t.flatten(1).norm(dim=1).clamp_min(1e-300)[:, None, None]
-    return (w / fro(w) - mt / fro(mt)).flatten(1).pow(2).sum(1).to(torch.float32)
+    st = _Stats(features, labels, n_classes)
+    return _nc3(st, _rows(st, classifier))
 
 
 def ncc_predictions(features: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
-    """Nearest-class-centre decision [M, n] for features [M, n, d] and class means [M, C, d]."""
+    """Nearest-class-centre decision [M, n] for features [M, n, d] and class means [M, C, d]:
+    argmin_c ‖h − μ_c‖² = argmin_c (‖μ_c‖² − 2 h·μ_c)."""
     h = _stacked(features)
-    return torch.cdist(h, means.to(h.dtype)).argmin(-1)
+    means = means.to(h.dtype)
+    return (means.pow(2).sum(-1).unsqueeze(1) - 2 * h @ means.transpose(1, 2)).argmin(-1)
+
+
+def _nc4(st: _Stats, w: torch.Tensor, bias) -> torch.Tensor:
+    logits = st.h @ w.to(st.h.dtype).transpose(1, 2)
+    if bias is not None:
+        logits = logits + bias.detach().to(st.h.dtype).reshape(w.shape[0], 1, -1)
+    return (logits.argmax(-1) != ncc_predictions(st.h, st.means)).to(torch.float32).mean(-1)
 
 
 def nc4(features: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor, bias: torch.Tensor | None = None,
         n_classes: int | None = None) -> torch.Tensor:
     """Fraction of examples where argmax(W h + b) differs from the nearest class centre (means of these
     features and labels) per member [M]."""
-    h = _stacked(features)
-    means, _, _ = class_means(h, labels, n_classes)
-    w = _stacked(classifier)
-    logits = h @ w.transpose(1, 2)
-    if bias is not None:
-        logits = logits + bias.detach().to(h.dtype).reshape(h.shape[0], 1, -1)
-    return (logits.argmax(-1) != ncc_predictions(h, means)).to(torch.float32).mean(-1)
+    st = _Stats(features, labels, n_classes)
+    return _nc4(st, _rows(st, classifier), bias)
 
 
 def collapse_metrics(features: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor | None = None,
                      bias: torch.Tensor | None = None, n_classes: int | None = None) -> dict:
-    """NC1–NC4 (NC3 and NC4 when the classifier is given) in one dict of [M] tensors:
+    """NC1–NC4 (NC3 and NC4 when the classifier rows [M, C, d] are given) in one dict of [M] tensors:
     nc1, nc2_equinorm, nc2_equiangular, nc2_maxangle, nc2_cos_mean, nc2_etf_distance, nc3, nc4,
-    w_equinorm, w_maxangle."""
-    out = {"nc1": nc1(features, labels, n_classes)}
-    out.update({f"nc2_{k}": v for k, v in nc2(features, labels, n_classes).items()})
+    w_equinorm, w_maxangle. Class means are computed once."""
+    st = _Stats(features, labels, n_classes)
+    out = {"nc1": _nc1(st)}
+    out.update({f"nc2_{k}": v for k, v in _frame_geometry(st.mt.double(), st.C).items()})
     if classifier is not None:
-        out["nc3"] = nc3(features, labels, classifier, n_classes)
-        out["nc4"] = nc4(features, labels, classifier, bias, n_classes)
-        geo = classifier_geometry(classifier)
+        w = _rows(st, classifier)
+        out["nc3"] = _nc3(st, w)
+        out["nc4"] = _nc4(st, w, bias)
+        geo = classifier_geometry(w)
         out["w_equinorm"], out["w_maxangle"] = geo["equinorm"], geo["maxangle"]
     return out
 
