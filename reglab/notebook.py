@@ -33,7 +33,7 @@ def declared_parameters(path) -> dict:
     """Names and default values of the notebook's `parameters` cell."""
     import papermill
 
-    return {name: info["default"] for name, info in papermill.inspect_notebook(str(path)).items()}
+    return {name: parse_value(str(info["default"])) for name, info in papermill.inspect_notebook(str(path)).items()}
 
 
 def parse_value(text: str):

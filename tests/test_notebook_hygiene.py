@@ -31,3 +31,7 @@ def test_one_parameters_cell_of_literals(path):
         ast.literal_eval(node.value)  # literals only: papermill does not recompute derived values
         names.add(node.targets[0].id)
     assert {"seed", "device"} <= names
+    # papermill must see every one of them (a comment with '=' on a line hides it from papermill)
+    from reglab.notebook import declared_parameters
+
+    assert set(declared_parameters(path)) == names
