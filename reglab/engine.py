@@ -300,7 +300,9 @@ def train(configs: RunConfig | Sequence[RunConfig], data: Dataset | None = None,
 
 
 def _summary(configs, history, diverged_at) -> pd.DataFrame:
-    last = history.sort_values("step").groupby(["run", "metric"]).last()["value"].unstack() if len(history) else None
+    # the value at each member's last evaluation: NaN for a member that diverged (see diverged_at)
+    last = (history.sort_values("step", kind="stable").groupby(["run", "metric"]).tail(1)
+            .set_index(["run", "metric"])["value"].unstack()) if len(history) else None
     rows = []
     for m, c in enumerate(configs):
         row = {"run": m, **{f: getattr(c, f) for f in RunConfig.PER_MEMBER}, "config": c.to_text()}

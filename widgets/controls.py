@@ -262,7 +262,7 @@ def _show(value) -> str:
 
 def label(config: RunConfig, names: Sequence[str]) -> str:
     """Short description of a config by its control values: "η=0.1 · B=32 · λ=0 · r=full"."""
-    return " · ".join(f"{SYMBOLS.get(n, n)}={_show(get_value(config, n))}" for n in names)
+    return " · ".join(f"{SYMBOLS.get(n, n.removeprefix('data_options.'))}={_show(get_value(config, n))}" for n in names)
 
 
 # ---------------------------------------------------------------------------------------------
