@@ -222,6 +222,10 @@ def _fmt(v, spec=".3g") -> str:
     return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
 
+def _or_diverged(row: dict, text: str) -> str:
+    return text if row["diverged_at"] is None else f"diverged at step {row['diverged_at']}"
+
+
 def _diverged(summary, m):
     d = summary["diverged_at"].iloc[m]
     return None if d is None or (isinstance(d, float) and math.isnan(d)) else int(d)
@@ -229,14 +233,15 @@ def _diverged(summary, m):
 
 def _validate(step_size, small_step_size, steps, n_train, width, weight_decay, rank, loss, sharpness_every,
               batch_size, trace_step_sizes, sgd_epochs, gd_steps, target, spectrum_step, seeds, seed, device):
+    check("steps", steps, Interval(int, 1, 10_000_000), OWNER)
     check("loss", loss, OneOf(("mse", "ce")), OWNER)
     check("target", target, OneOf(("parity", "class")), OWNER)
     check("small_step_size", small_step_size, Interval(float, 0, math.inf, closed="neither"), OWNER)
-    check("sharpness_every", sharpness_every, Interval(int, 1, steps if isinstance(steps, int) and steps > 0 else math.inf), OWNER)
+    check("sharpness_every", sharpness_every, Interval(int, 1, steps), OWNER)
     check("sgd_epochs", sgd_epochs, Interval(int, 1, 10_000), OWNER)
     check("gd_steps", gd_steps, Interval(int, 1, 10_000_000), OWNER)
     check("seeds", seeds, Interval(int, 1, 10), OWNER)
-    check("spectrum_step", spectrum_step, Interval(int, 0, steps if isinstance(steps, int) else math.inf, allow_none=True), OWNER)
+    check("spectrum_step", spectrum_step, Interval(int, 0, steps, allow_none=True), OWNER)
     if not isinstance(trace_step_sizes, (list, tuple)) or len(trace_step_sizes) < 2:
         raise ConfigError(f"The 'trace_step_sizes' parameter of {OWNER} must be a list of at least 2 step sizes. "
                           f"Got {trace_step_sizes!r} instead.")
@@ -328,7 +333,7 @@ def run(step_size: float = STEP_SIZE, small_step_size: float = SMALL_STEP_SIZE, 
     claims.append(Claim(
         f"GD (η = {step_size:g}): once λ_max reaches 2/η = {2 / step_size:.3g}, it hovers there — median λ_max·η/2 "
         f"after the first crossing in [{lo}, {hi}], every seed",
-        ", ".join(_fmt(r["median_ratio"]) for r in big), f"each in [{lo}, {hi}]", all(ok),
+        ", ".join(_or_diverged(r, _fmt(r["median_ratio"])) for r in big), f"each in [{lo}, {hi}]", all(ok),
         div_note(big) or "first crossing at step " + ", ".join("never" if r["crossing"] is None else str(r["crossing"])
                                                               for r in big)))
     ok = [r["diverged_at"] is None and r["crossing"] is not None and r["up_before"] is not None
@@ -336,13 +341,13 @@ def run(step_size: float = STEP_SIZE, small_step_size: float = SMALL_STEP_SIZE, 
     claims.append(Claim(
         f"GD (η = {step_size:g}): the loss rises on ≈ 0 % of steps before the crossing and on a clear share after "
         f"(it keeps falling, non-monotonically), every seed",
-        ", ".join(f"{pct(r['up_before'])} % → {pct(r['up_after'])} %" for r in big),
+        ", ".join(_or_diverged(r, f"{pct(r['up_before'])} % → {pct(r['up_after'])} %") for r in big),
         f"before ≤ {BEFORE_MAX:.0%}, after ≥ {AFTER_MIN:.0%}", all(ok), div_note(big)))
     ok = [r["diverged_at"] is None and r["max_ratio"] is not None and r["max_ratio"] < 1 for r in small]
     claims.append(Claim(
         f"GD at a small step size (η = {small_step_size:g}): λ_max stays below 2/η = {2 / small_step_size:.3g} for the "
         f"whole run, every seed",
-        ", ".join(_fmt(r["max_ratio"]) for r in small), "max λ_max·η/2 < 1", all(ok), div_note(small)))
+        ", ".join(_or_diverged(r, _fmt(r["max_ratio"])) for r in small), "max λ_max·η/2 < 1", all(ok), div_note(small)))
 
     # experiment 2 claims
     trace_rows = _trace_rows(sgd, gd, curv, sgd_cfgs, gd_cfgs)
@@ -368,10 +373,10 @@ def run(step_size: float = STEP_SIZE, small_step_size: float = SMALL_STEP_SIZE, 
     note = ("not converged: " + ", ".join(
         f"η={r['step_size']:g} seed {r['seed']}" + (f" (diverged at step {r['diverged_at']})" if r["diverged_at"] is not None
                                                    else f" (final loss {r['final_loss']:.3g})") for r in unconv)) if unconv else ""
-    if not (B == 1 and target == "parity"):
-        note = (f"Qualifier not met (B = {B}, {outputs}): the B = 1, scalar-output bound need not hold here; the "
-                f"argument gives about tr(H) ≤ 2B/η{' (and up to C times looser with C outputs)' if target != 'parity' else ''}. "
-                + note)
+    if not (B == 1 and target == "parity" and loss == "mse"):
+        note = (f"Qualifier not met (B = {B}, {outputs}, {'square' if loss == 'mse' else 'cross-entropy'} loss): the "
+                f"B = 1, scalar-output, square-loss bound need not hold here; with batch size B the argument gives "
+                f"about tr(H) ≤ 2B/η{', and up to C times looser with C outputs' if target != 'parity' else ''}. " + note)
     claims.append(Claim(
         f"SGD (B = {B}, {outputs}): converged runs have tr(H)·η/2 ≤ 1, i.e. tr(H) ≤ 2/η, every seed",
         "; ".join(per_seed), f"max over converged runs ≤ 1, with ≥ {MIN_CONVERGED} converged step sizes per seed",
@@ -411,7 +416,7 @@ def _end_curvature(r) -> dict:
     alive = torch.tensor([_diverged(r.summary, m) is None for m in range(len(r.configs))])
     lmax = top_eigenvalues(member_loss(r.model, r.data, cfg.loss), r.params, k=1, tol=1e-5, active=alive,
                            generator=torch.Generator().manual_seed(0)).eigenvalues[:, 0]
-    return {"trace": gn.float().numpy(), "lmax": lmax.numpy(), "alive": alive.numpy()}
+    return {"trace": gn.float().cpu().numpy(), "lmax": lmax.cpu().numpy(), "alive": alive.numpy()}
 
 
 def _trace_rows(sgd, gd, curv, sgd_cfgs, gd_cfgs) -> list:
