@@ -32,9 +32,9 @@ import torch
 from .. import charts
 from ..claims import Claim, Result
 from ..config import ConfigError, Interval, OneOf, RunConfig, check, validate
-from ..curvature import Sharpness, spectral_density, top_eigenvalues
+from ..curvature import Sharpness, gauss_newton_trace, spectral_density, top_eigenvalues
 from ..data import make_dataset
-from ..engine import TrainState, train
+from ..engine import train
 from ..losses import LOSSES
 
 OWNER = "stability.run"
@@ -133,60 +133,6 @@ def converged(final_loss, initial_loss, diverged_at, fraction: float = CONVERGED
     if diverged_at is not None and not (isinstance(diverged_at, float) and math.isnan(diverged_at)):
         return False
     return bool(np.isfinite(final_loss) and final_loss <= fraction * initial_loss)
-
-
-def output_hessian(out: torch.Tensor, y: torch.Tensor, loss_name: str) -> torch.Tensor:
-    """A = ∂²ℓ/∂f² of the per-example loss in the outputs, [..., C, C] (identity for the square loss)."""
-    C = out.shape[-1]
-    if loss_name == "mse":
-        return torch.eye(C, dtype=out.dtype, device=out.device).expand(*out.shape, C)
-    with torch.enable_grad():
-        o = out.detach().requires_grad_(True)
-        g = torch.autograd.grad(LOSSES[loss_name](o, y).sum(), o, create_graph=True)[0]
-        if not g.requires_grad:
-            return torch.zeros(*out.shape, C, dtype=out.dtype, device=out.device)
-        cols = [torch.autograd.grad(g[..., c].sum(), o, retain_graph=True, allow_unused=True)[0] for c in range(C)]
-    return torch.stack([torch.zeros_like(o) if c is None else c for c in cols], -1)
-
-
-def gauss_newton_trace(model, params: dict, x: torch.Tensor, y: torch.Tensor, loss: str = "mse",
-                       max_floats: int = 16_000_000) -> torch.Tensor:
-    """Exact tr G = (1/n) Σ_i tr(J_iᵀ A_i J_i) per member, [M] (float64), the Gauss–Newton trace.
-
-    Same quantity as `reglab.curvature.gauss_newton_trace`, computed without torch.func (whose first
-    use imports torch._dynamo, ~2 s): every (member, example) pair becomes a member of its own
-    ensemble (parameters repeated), so one backward pass per output gives every per-example
-    gradient J_i. Needs a model whose examples are independent (no BatchNorm, no centred output).
-    """
-    if getattr(model, "batchnorm", False) or getattr(model, "center_output", False):
-        raise ConfigError("stability.gauss_newton_trace needs independent examples and no centred output; "
-                          "use reglab.curvature.gauss_newton_trace or hutchinson_trace.")
-    params = {k: v.detach() for k, v in params.items()}
-    M = next(iter(params.values())).shape[0]
-    N = sum(p[0].numel() for p in params.values())
-    with torch.no_grad():
-        C = model(params, x[:1]).shape[-1]
-    chunk = max(1, max_floats // (C * M * N))
-    total = torch.zeros(M, dtype=torch.float64, device=x.device)
-    for i in range(0, len(x), chunk):
-        xc, yc = x[i:i + chunk], y[i:i + chunk]
-        b = len(xc)
-        rep = {k: v.repeat_interleave(b, 0).requires_grad_(True) for k, v in params.items()}  # member m·b + j
-        xr = xc.unsqueeze(1).repeat(M, *([1] * (xc.dim())))  # [M·b, 1, d]: pair (m, j) sees example j
-        yr = yc.unsqueeze(1).repeat(M, *([1] * (yc.dim())))
-        with torch.enable_grad():
-            out = model(rep, xr)  # [M·b, 1, C]
-            leaves = list(rep.values())
-            rows = []
-            for c in range(C):
-                g = torch.autograd.grad(out[:, 0, c].sum(), leaves, retain_graph=c < C - 1, allow_unused=True)
-                rows.append(torch.cat([torch.zeros(M * b, p[0].numel(), dtype=out.dtype, device=out.device)
-                                       if gi is None else gi.reshape(M * b, -1) for gi, p in zip(g, leaves)], 1))
-        J = torch.stack(rows, 1)  # [M·b, C, N]
-        gram = torch.bmm(J, J.transpose(1, 2))  # J_i J_iᵀ
-        A = output_hessian(out.detach(), yr, loss)[:, 0]  # [M·b, C, C]
-        total += (gram * A).sum((1, 2)).double().view(M, b).sum(1)
-    return total / len(x)
 
 
 class Snapshot:
