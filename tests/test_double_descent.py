@@ -141,3 +141,8 @@ def test_sgd_engine_points_and_divergence_is_reported():
 def test_bad_input_is_a_clear_config_error(bad):
     with pytest.raises(ConfigError):
         dd.run(**{"width": 100, "n_train": 30, "steps": 10, **bad})
+
+
+def test_features_are_nested_whatever_the_largest_width():
+    small, large = dd.feature_weights(4, 30, [7]), dd.feature_weights(4, 300, [7])
+    torch.testing.assert_close(small, large[:, :, :30])

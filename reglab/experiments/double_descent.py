@@ -48,6 +48,7 @@ PEAK_FACTOR = 5.0  # and be ≥ 5× the curve's minimum
 MAX_RISE = 1.05  # tuned ridge: never rises more than 5 % from one width to the next
 SGD_FRACTIONS = (0.5, 0.8, 1.0, 1.25, 2.5)  # SGD widths, as multiples of n (engine runs are not free)
 METHOD_ORDER = ["ridgeless", "ridge λ", "tuned ridge", "GD", "SGD"]
+FEATURE_BLOCK = 64  # random features are drawn in blocks of this many (nested across widths)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,9 +117,15 @@ def problem(cfg: RunConfig) -> dict:
 
 
 def feature_weights(d: int, width: int, seeds) -> torch.Tensor:
-    """First-layer weights w_j ~ N(0, I/d) of every seed, [S, d, width] (a seed's draw is its own)."""
-    return torch.stack([torch.randn(d, width, generator=torch.Generator().manual_seed(int(s)), dtype=torch.float64)
-                        for s in seeds]) / math.sqrt(d)
+    """First-layer weights w_j ~ N(0, I/d) of every seed, [S, d, width]. Drawn in fixed blocks of
+    FEATURE_BLOCK features from the seed's generator, so the first N features are the same whatever the
+    largest width (one randn call of a different size would not guarantee that)."""
+    def draw(seed):
+        g = torch.Generator().manual_seed(int(seed))
+        blocks = [torch.randn(FEATURE_BLOCK, d, generator=g, dtype=torch.float64)
+                  for _ in range(-(-width // FEATURE_BLOCK))]
+        return torch.cat(blocks)[:width].T
+    return torch.stack([draw(s) for s in seeds]) / math.sqrt(d)
 
 
 def relu_features(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -198,7 +205,6 @@ def curves(cfg: RunConfig, seeds, grid=None, stop=None) -> pd.DataFrame:
     w = feature_weights(d, cfg.width, seeds)
     F = relu_features(p["x"], w)
     x_eval = torch.cat([p["x_val"], p["x_test"]])
-    y_eval = torch.cat([p["y_val"], p["y_test"]])
     F_eval = relu_features(x_eval, w)
     n_val = len(p["y_val"])
     L = len(LAMBDAS)
@@ -248,8 +254,8 @@ def sgd_curves(cfg: RunConfig, seed: int, grid, stop=None) -> tuple[pd.DataFrame
     """Mini-batch SGD (batch cfg.batch_size, cfg.steps steps at cfg.step_size) on the random features of
     one seed, one engine run per width of `grid`. Returns tidy rows and {width: diverged_at step}."""
     p = problem(cfg)
-    n, d = cfg.n_train, p["x"].shape[1]
-    w = feature_weights(d, max(grid), [seed])[0]
+    d = p["x"].shape[1]
+    w = feature_weights(d, max(grid), [seed])[0]  # the same first features as `curves` draws
     F, Ft = relu_features(p["x"], w), relu_features(p["x_test"], w)
     base = cfg.replace(data="arrays", data_options={}, n_train=None, eval_every=cfg.steps, seed=seed)
     should_stop = stop.is_set if isinstance(stop, threading.Event) else stop

@@ -14,9 +14,6 @@ boundary rotating toward the SVM boundary.
 """
 from __future__ import annotations
 
-import math
-import threading
-
 import altair as alt
 import numpy as np
 import pandas as pd
@@ -239,7 +236,7 @@ def run(step_size=1.0, batch_size=None, weight_decay=0.0, steps=10_000, n_train=
                       {"ensemble": ens, "svm": svm, "roles": roles})
 
     # -- 1. direction, rate and margin, for every seed ------------------------------------------
-    mono, rates, ratios, rises = [], [], [], []
+    mono, rates, ratios = [], [], []
     for i, lab in enumerate(seed_labels):
         cos = series(frame, lab, "one_minus_cos")
         window = cos[cos.index >= RATE_FROM]
