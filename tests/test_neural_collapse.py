@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from reglab import ConfigError, RunConfig
+from reglab import ConfigError
 from reglab.experiments import neural_collapse as nc
 from reglab.metrics import collapse
 

@@ -153,8 +153,9 @@ def train_members(configs: list, on_eval=None, stop=None):
 
 
 def explore(config: RunConfig, on_eval=None, stop=None):
-    """The explorer's run: one config, streamed, with the collapse probe."""
-    return train_members([config], on_eval, stop)[0]
+    """The explorer's run: one config, streamed, with the collapse probe (evaluated ~EVALS times
+    whatever the steps slider says)."""
+    return train_members([config.replace(eval_every=max(1, config.steps // EVALS))], on_eval, stop)[0]
 
 
 # ---------------------------------------------------------------------------------------------
