@@ -5,6 +5,7 @@ measured in this run. Prints the ratio; ends with `RESULT sweep <ratio>`.
     .venv/bin/python benchmarks/sweep.py [--steps 2000] [--members 16] [--device auto]
 """
 import argparse
+import os
 import time
 
 import torch
@@ -38,6 +39,7 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    os.environ["REGLAB_THREADS"] = str(args.threads)  # the engine sets its own thread count from this
     device = resolve_device(args.device)
     data = make_dataset("mnist1d")
     step_sizes = [0.01 * 1.2 ** i for i in range(args.members)]

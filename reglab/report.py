@@ -89,7 +89,7 @@ def _index(pages) -> str:
         link = f"<a href='{p['html']}'>{p['notebook']}</a>" if "claims" in p else p["notebook"]
         blocks.append(f"<h2>{link}</h2><p>{status} · {p['seconds']} s{params}</p>{error}"
                       f"<table><tr><th>claim</th><th>measured</th><th>check</th><th>verdict</th></tr>{rows}</table>"
-                      f"<p class=metrics>{html.escape(metrics)}</p>")
+                      f"<details class=metrics><summary>recorded metrics</summary>{html.escape(metrics)}</details>")
     style = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;color:#222}"
              "table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ddd;padding:.3rem;text-align:left}"
              ".ok{color:#1a7f37;font-weight:600}.bad{color:#cf222e;font-weight:600}.metrics{color:#666;font-size:.9em}")
