@@ -54,16 +54,19 @@ def payload(metrics: dict, claims: list) -> dict:
             "claims": [{**asdict(c), "value": _finite(c.value)} for c in claims]}
 
 
-def _fmt(value) -> str:
+def fmt_value(value) -> str:
+    """A measured value as the verdict tables show it: 4 significant digits, "—" for none."""
     if isinstance(value, float):
         return f"{value:.4g}"
     return "—" if value is None else str(value)
 
 
 def claims_table_html(claims: list) -> str:
+    """The verdict table of recorded claims (the dicts of `payload`), shared by notebooks and the report."""
     rows = "".join(
-        f"<tr><td>{html.escape(c.claim)}</td><td>{html.escape(_fmt(c.value))}</td><td>{html.escape(c.threshold)}</td>"
-        f"<td style='color:{'#1a7f37' if c.held else '#cf222e'};font-weight:600'>{'held' if c.held else 'not held'}</td></tr>"
+        f"<tr><td>{html.escape(c['claim'])}</td><td>{html.escape(fmt_value(c['value']))}</td>"
+        f"<td>{html.escape(c['threshold'])}</td><td style='color:{'#1a7f37' if c['held'] else '#cf222e'};"
+        f"font-weight:600'>{'held' if c['held'] else 'not held'}</td></tr>"
         for c in claims)
     return ("<table><thead><tr><th>claim</th><th>measured</th><th>check</th><th>verdict</th></tr></thead>"
             f"<tbody>{rows}</tbody></table>")
@@ -79,8 +82,8 @@ def record(result_or_metrics, claims: list | None = None) -> None:
     try:
         from IPython.display import display
 
-        text = "\n".join(f"{'held' if c.held else 'NOT held'}: {c.claim} ({_fmt(c.value)} vs {c.threshold})" for c in claims)
-        display({MIME: data, "text/html": claims_table_html(claims), "text/plain": text or "no claims"}, raw=True)
+        text = "\n".join(f"{'held' if c.held else 'NOT held'}: {c.claim} ({fmt_value(c.value)} vs {c.threshold})" for c in claims)
+        display({MIME: data, "text/html": claims_table_html(data["claims"]), "text/plain": text or "no claims"}, raw=True)
     except ImportError:  # plain Python: nothing to display on
         pass
     json.dumps(data)  # fail here, not in the report, if something is not serializable

@@ -22,8 +22,9 @@ def notebook_paths(only: list | None = None) -> list:
     paths = sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
     if not only:
         return paths
-    chosen = [p for p in paths if any(p.stem == o or p.stem.startswith(o) or p.name == o for o in only)]
-    missing = [o for o in only if not any(p.stem == o or p.stem.startswith(o) or p.name == o for p in paths)]
+    named = lambda p, o: p.stem.startswith(o) or p.name == o
+    chosen = [p for p in paths if any(named(p, o) for o in only)]
+    missing = [o for o in only if not any(named(p, o) for p in paths)]
     if missing:
         raise ConfigError(f"No notebook named {', '.join(missing)}; available: {', '.join(p.stem for p in paths)}.")
     return chosen

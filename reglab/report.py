@@ -6,7 +6,8 @@ import json
 import time
 from pathlib import Path
 
-from .notebook import declared_parameters, execute, notebook_paths, read_results
+from .claims import claims_table_html, fmt_value
+from .notebook import check_parameters, declared_parameters, execute, notebook_paths, read_results
 
 
 def _to_html(notebook, path: Path) -> None:
@@ -31,8 +32,6 @@ def build(only=None, parameters: dict | None = None, out="reports", progress=Tru
     if unused:
         valid = sorted({n for d in declared.values() for n in d})
         raise ConfigError(f"Unknown parameter(s) {', '.join(unused)}; valid ones are: {', '.join(valid)}.")
-    from .notebook import check_parameters
-
     for p in paths:  # refuse bad values before anything runs
         check_parameters(p, {k: v for k, v in parameters.items() if k in declared[p]})
 
@@ -72,26 +71,19 @@ def build(only=None, parameters: dict | None = None, out="reports", progress=Tru
 
 
 def _index(pages) -> str:
-    def fmt(v):
-        return f"{v:.4g}" if isinstance(v, float) else "—" if v is None else str(v)
-
     blocks = []
     for p in pages:
         status = ("<span class=bad>failed</span>" if p["error"] else
                   f"{sum(c['held'] for c in p.get('claims', []))}/{len(p.get('claims', []))} claims held")
-        rows = "".join(
-            f"<tr><td>{html.escape(c['claim'])}</td><td>{html.escape(fmt(c['value']))}</td>"
-            f"<td>{html.escape(c['threshold'])}</td><td class={'ok' if c['held'] else 'bad'}>"
-            f"{'held' if c['held'] else 'not held'}</td></tr>" for c in p.get("claims", []))
-        metrics = ", ".join(f"{k} = {fmt(v)}" for k, v in p.get("metrics", {}).items())
+        metrics = ", ".join(f"{k} = {fmt_value(v)}" for k, v in p.get("metrics", {}).items())
         error = f"<pre class=bad>{html.escape(p['error'])}</pre>" if p["error"] else ""
         params = f" · parameters {html.escape(json.dumps(p['parameters']))}" if p["parameters"] else ""
         link = f"<a href='{p['html']}'>{p['notebook']}</a>" if "claims" in p else p["notebook"]
         blocks.append(f"<h2>{link}</h2><p>{status} · {p['seconds']} s{params}</p>{error}"
-                      f"<table><tr><th>claim</th><th>measured</th><th>check</th><th>verdict</th></tr>{rows}</table>"
+                      f"{claims_table_html(p.get('claims', []))}"
                       f"<details class=metrics><summary>recorded metrics</summary>{html.escape(metrics)}</details>")
     style = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;color:#222}"
              "table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ddd;padding:.3rem;text-align:left}"
-             ".ok{color:#1a7f37;font-weight:600}.bad{color:#cf222e;font-weight:600}.metrics{color:#666;font-size:.9em}")
+             ".bad{color:#cf222e;font-weight:600}.metrics{color:#666;font-size:.9em}")
     return (f"<!doctype html><meta charset=utf-8><title>reglab report</title><style>{style}</style>"
             f"<h1>reglab report</h1><p>Generated {time.strftime('%Y-%m-%d %H:%M')}.</p>{''.join(blocks)}")
