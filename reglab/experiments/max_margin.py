@@ -106,7 +106,7 @@ class MarginProbe:
         self.x, self.y = x, y
 
     def __call__(self, state) -> dict:
-        w = state.params["W0"][..., 0].detach().to(torch.float64)
+        w = state.params["W0"][:, 0].detach().to(torch.float64)
         x, y = (state.data.x_train, state.data.y_train) if self.x is None else (self.x, self.y)
         out = {"norm": w.norm(dim=1), "normalized_margin": mg.normalized_margin(w, x, y)}
         if self.svm is not None:
@@ -303,7 +303,7 @@ def run(step_size=1.0, batch_size=None, weight_decay=0.0, steps=10_000, n_train=
             w_lam = regularized_minimizer(data.x_train, data.y_train, lam)
             norm = float(series(frame, roles[i][1], "norm").iloc[-1])
             dev = abs(norm / float(w_lam.norm()) - 1)
-            angle = float(mg.angle_degrees(ens.params["W0"][i, :, 0], svm.w)[0])
+            angle = float(mg.angle_degrees(ens.params["W0"][i, 0], svm.w)[0])
             devs.append(dev), angles.append(angle)
             metrics.update({f"norm_end_lambda_{lam:g}": norm, f"norm_minimizer_lambda_{lam:g}": float(w_lam.norm()),
                             f"angle_deg_lambda_{lam:g}": angle,
@@ -480,7 +480,7 @@ def sweep_chart(result: Result, early: int = 300):
         path = result.frames.get("lambda_path")
         if path is not None and len(path):
             trained = pd.DataFrame([{"lambda": c.weight_decay,
-                                     "angle_deg": float(mg.angle_degrees(ens.params["W0"][i, :, 0], result.runs["svm"].w)[0])}
+                                     "angle_deg": float(mg.angle_degrees(ens.params["W0"][i, 0], result.runs["svm"].w)[0])}
                                     for i, (g, _, c) in enumerate(roles) if g == "weight decay"])
             line = alt.Chart(path).mark_line(color="gray").encode(
                 x=alt.X("lambda:Q", scale=alt.Scale(type="log"), title="weight decay λ"),
