@@ -42,6 +42,7 @@ class TrainState:
     configs: list
     loss_name: str
     alive: torch.Tensor  # [M] bool: members that have not diverged
+    memo: dict = field(default_factory=dict, repr=False)  # this evaluation's forward passes, by split
 
     def loss(self, params=None, split="train", x=None, y=None) -> torch.Tensor:
         """Differentiable mean loss of every member on a split (or given x, y): [M]."""
@@ -49,6 +50,15 @@ class TrainState:
         if x is None:
             x, y = (self.data.x_train, self.data.y_train) if split == "train" else (self.data.x_test, self.data.y_test)
         return LOSSES[self.loss_name](self.model(params, x), y).mean(-1)
+
+    def features(self, split="train") -> list:
+        """Hidden features of every member on a whole split, `model.features` of it: the evaluation's
+        own forward pass when it made one (no second pass for probes)."""
+        if split not in self.memo:
+            x = self.data.x_train if split == "train" else self.data.x_test
+            with torch.no_grad():
+                self.memo[split] = self.model.features(self.params, x)
+        return self.memo[split]
 
 
 @dataclass
@@ -171,21 +181,25 @@ def _sam_gradient(loss_fn, params, grads, radius):
     return dict(zip(shifted, torch.autograd.grad(loss.sum(), list(shifted.values()))))
 
 
-def evaluate(model, params, data: Dataset, loss_name: str) -> dict:
-    """Loss and accuracy of every member on the full train and test splits: name -> [M]."""
+def evaluate(model, params, data: Dataset, loss_name: str, memo: dict | None = None) -> dict:
+    """Loss and accuracy of every member on the full train and test splits: name -> [M]. With `memo`,
+    each split's hidden features are kept there (see TrainState.features)."""
     out = {}
     with torch.no_grad():
         for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
             if len(x) == 0:
                 continue
-            losses, accs = [], []
+            losses, accs, feats = [], [], []
             for i in range(0, len(x), EVAL_CHUNK):
-                o = model(params, x[i:i + EVAL_CHUNK])
+                o, f = model.forward(params, x[i:i + EVAL_CHUNK])
+                feats.append(f)
                 losses.append(LOSSES[loss_name](o, y[i:i + EVAL_CHUNK]))
                 a = accuracy(o, y[i:i + EVAL_CHUNK])
                 if a is not None:
                     accs.append(a)
             out[f"{split}_loss"] = torch.cat(losses, 1).mean(1)
+            if memo is not None:
+                memo[split] = feats[0] if len(feats) == 1 else [torch.cat(layer, 1) for layer in zip(*feats)]
             if accs:
                 out[f"{split}_acc"] = torch.cat(accs, 1).mean(1)
     return out
@@ -247,7 +261,7 @@ def train(configs: RunConfig | Sequence[RunConfig], data: Dataset | None = None,
 
     def record(step):
         state = TrainState(step, params, model, data, configs, cfg.loss, alive)
-        metrics = evaluate(model, params, data, cfg.loss)
+        metrics = evaluate(model, params, data, cfg.loss, state.memo)
         for probe in probes:
             metrics.update(probe(state))
         new = []

@@ -126,18 +126,21 @@ class MLP:
             return shift.unsqueeze(-1).expand(M, d, 1) + 0 * h
         return F.group_norm(h.reshape(1, M * d, B), M * d, gain.reshape(-1), shift.reshape(-1), eps=1e-5).view(M, d, B)
 
-    def _raw(self, params, x):
-        hidden = self._hidden(params, x)
-        h = hidden[-1] if hidden else x.mT
-        return self._layer(params, len(self.dims) - 2, h).mT
+    def _readout(self, params, x, hidden):
+        return self._layer(params, len(self.dims) - 2, hidden[-1] if hidden else x.mT).mT
 
-    def __call__(self, params, x):
-        out = self._raw(params, x)
+    def forward(self, params, x):
+        """(outputs [M, B, out], hidden features as `features` gives them) from one pass."""
+        hidden = self._hidden(params, x)
+        out = self._readout(params, x, hidden)
         if self.center_output:
-            out = self.output_scale * (out - self._raw(self.initial, x).detach())
+            out = self.output_scale * (out - self._readout(self.initial, x, self._hidden(self.initial, x)).detach())
         elif self.output_scale != 1.0:
             out = self.output_scale * out
-        return out
+        return out, [h.mT for h in hidden]
+
+    def __call__(self, params, x):
+        return self.forward(params, x)[0]
 
     def decay_mask(self, params, decay_biases=False) -> dict:
         """nanoGPT's policy, made explicit: weight matrices decay; biases and BatchNorm gains only if asked."""
@@ -162,9 +165,14 @@ class Bigram:
         idx = x if x.dim() == 2 else x.unsqueeze(0).expand(len(members), -1)
         return [params["embed"][members[:, None], idx]]
 
+    def forward(self, params, x):
+        """(logits [M, B, vocab], [embeddings]) from one pass."""
+        feats = self.features(params, x)
+        logits = feats[0] @ params["unembed"].transpose(-1, -2)
+        return (logits + params["b"].unsqueeze(-2) if "b" in params else logits), feats
+
     def __call__(self, params, x):
-        logits = self.features(params, x)[0] @ params["unembed"].transpose(-1, -2)
-        return logits + params["b"].unsqueeze(-2) if "b" in params else logits
+        return self.forward(params, x)[0]
 
     def decay_mask(self, params, decay_biases=False) -> dict:
         return {k: k != "b" or decay_biases for k in params}
@@ -264,10 +272,14 @@ class Transformer:
         """The residual stream after every block at the last position, each [M, B, width]."""
         return [h[:, :, -1] for h in self.residual_streams(params, x, every_position=False)]
 
+    def forward(self, params, x):
+        """(logits [M, B, vocab], the features above) from one pass."""
+        streams = self.residual_streams(params, x, every_position=False)  # the last one is [M, B, 1, width]
+        h = self._layer_norm(params, "ln_final", streams[-1])[:, :, 0]
+        return h @ params["unembed"].transpose(-1, -2), [h[:, :, -1] for h in streams]
+
     def __call__(self, params, x):
-        last = self.residual_streams(params, x, every_position=False)[-1]  # [M, B, 1, width]
-        h = self._layer_norm(params, "ln_final", last)[:, :, 0]
-        return h @ params["unembed"].transpose(-1, -2)
+        return self.forward(params, x)[0]
 
     def decay_mask(self, params, decay_biases=False) -> dict:
         """nanoGPT's rule: embeddings and weight matrices (≥ 2 dims per member) decay; biases and LayerNorm

@@ -87,6 +87,28 @@ def test_traces_on_quadratic():
     assert float(se_defl[2]) < 0.2 * float(se_plain[2])
 
 
+def test_repeated_eigenvalue_found_again_after_an_invariant_restart():
+    # three distinct eigenvalues, each eight times: the Krylov space is invariant after three steps,
+    # and the restart (orthogonal to the basis) finds each eigenvalue's other copies
+    spectra = [torch.tensor([5.0] * 8 + [2.0] * 8 + [-1.0] * 8)]
+    loss, params, _ = quadratic(spectra)
+    res = C.top_eigenvalues(loss, params, k=4, tol=1e-8, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(res.eigenvalues[0], torch.tensor([5.0, 5.0, 2.0, 2.0], dtype=torch.float64), atol=1e-8)
+    assert bool(res.converged.all()) and res.iterations <= 8
+
+
+def test_zero_curvature_directions():
+    # "u" is unused and "c" enters linearly: their Hessian rows and columns are zero
+    loss_w, params, A = quadratic(SPECTRA[:1])
+    params |= {"u": torch.randn(1, 3, dtype=torch.float64), "c": torch.randn(1, 2, dtype=torch.float64)}
+    H = C.Hessian(lambda p: loss_w(p) + p["c"].sum(1), params)
+    full = C.hessian_matrix(H)[0]
+    assert torch.allclose(full[:N, :N], A[0], atol=1e-12) and float(full[N:].abs().max()) == 0.0
+    assert float(H.grad["u"].abs().max()) == 0.0 and torch.allclose(H.grad["c"], torch.ones(1, 2, dtype=torch.float64))
+    linear = C.top_eigenvalues(lambda p: p["w"].sum(1), params)  # a zero Hessian: λ = 0, at once
+    assert float(linear.eigenvalues[0, 0]) == 0.0 and bool(linear.converged[0]) and linear.iterations == 1
+
+
 def test_gd_diverges_iff_step_exceeds_two_over_sharpness():
     loss, params, A = quadratic()
     lam = C.top_eigenvalues(loss, params, tol=1e-8).eigenvalues[:, 0]
@@ -171,9 +193,9 @@ def test_against_pyhessian():
     pyhessian = pytest.importorskip("pyhessian")
     model, params, data, loss_fn = digits_problem(members=2)
     net = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.Tanh(), torch.nn.Linear(16, 10))
-    with torch.no_grad():  # member 0; our weights are stored [in, out], nn.Linear's [out, in]
+    with torch.no_grad():  # member 0; model.weight gives [in, out], nn.Linear stores [out, in]
         for layer, i in ((net[0], 0), (net[2], 1)):
-            layer.weight.copy_(params[f"W{i}"][0].T)
+            layer.weight.copy_(model.weight(params, i)[0].T)
             layer.bias.copy_(params[f"b{i}"][0])
     onehot = torch.nn.functional.one_hot(data.y_train, 10).float()
     criterion = lambda out, y: 0.5 * (out - y).pow(2).sum(1).mean()  # our "mse": ½‖f − y‖², mean over examples
@@ -186,6 +208,12 @@ def test_against_pyhessian():
     ph_mean, ph_se = float(samples.mean()), float(samples.std() / math.sqrt(len(samples)))
 
     H = C.Hessian(loss_fn, params)
+    # one product, member 0, against PyHessian's (nn.Linear stores each weight transposed)
+    v = {k: torch.randn(p.shape, generator=torch.Generator().manual_seed(5)) for k, p in params.items()}
+    as_linear = lambda t: [x for i in (0, 1) for x in (model.weight(t, i)[0].T, t[f"b{i}"][0])]
+    ph_hv = pyhessian.utils.hessian_vector_product(ph.gradsH, ph.params, as_linear(v))
+    for ours_part, ph_part in zip(as_linear(H.mv(v)), ph_hv):
+        assert torch.allclose(ours_part, ph_part, rtol=1e-4, atol=1e-5 * float(ph_part.abs().max()))
     ours = C.top_eigenvalues(H, tol=1e-6, generator=torch.Generator().manual_seed(0))
     assert abs(float(ours.eigenvalues[0, 0]) - ph_top) <= 0.01 * abs(ph_top)
     exact = float(C.hessian_trace(H)[0])
@@ -193,6 +221,15 @@ def test_against_pyhessian():
     mean, se = C.hutchinson_trace(H, n_probes=200, generator=torch.Generator().manual_seed(0))
     assert abs(float(mean[0]) - exact) <= 4 * float(se[0])
     assert abs(float(mean[0]) - ph_mean) <= 4 * math.hypot(float(se[0]), ph_se)
+
+
+def test_batched_products_match_one_by_one():
+    _, params, _, loss_fn = digits_problem(members=2)
+    H = C.Hessian(loss_fn, params)
+    V = torch.randn(5, 2, H.numel, generator=torch.Generator().manual_seed(0))
+    one_by_one = H.mm_flat(V, batch=1)
+    assert torch.allclose(H.mm_flat(V, batch=4), one_by_one, rtol=1e-4, atol=1e-5 * float(one_by_one.abs().max()))
+    assert H.n_hvp == 10
 
 
 # ---------------------------------------------------------------------------------------------

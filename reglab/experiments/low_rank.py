@@ -235,7 +235,7 @@ def active_neurons(features: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def feature_probe(state) -> dict:
     """Probe: feature rank and active neurons of the hidden layer on the training inputs."""
-    feats = state.model.features(state.params, state.data.x_train)[0].detach()
+    feats = state.features("train")[0].detach()
     return {"feature_rank": feature_rank(feats).to(feats.dtype), "active_neurons": active_neurons(feats).to(feats.dtype)}
 
 

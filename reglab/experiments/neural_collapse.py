@@ -125,7 +125,7 @@ class CollapseProbe:
         C, L = data.n_classes, len(model.dims) - 2
         y = data.y_train
         with torch.no_grad():
-            feats = model.features(params, data.x_train)
+            feats = state.features("train")
             h, w, b = classifier_inputs(params, feats, L)
             out = collapse.collapse_metrics(h, y, w, b, C)
             for k, f in enumerate(feats, start=1):
