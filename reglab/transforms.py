@@ -55,8 +55,18 @@ def clip_by_global_norm(max_norm: torch.Tensor) -> Transform:
     return _stateless(fn)
 
 
-def _views(values: torch.Tensor, tensors) -> list:
-    return [per_member(values, t) for t in tensors]
+def _member_views(values: torch.Tensor):
+    """A function tensors -> [per_member(values, t) for t in tensors], remembered per shape pattern
+    (a parameter tree keeps its shapes for a whole run, and making the views each step costs time)."""
+    made = {}
+
+    def views(tensors) -> list:
+        key = tuple(t.dim() for t in tensors)
+        if key not in made:
+            made[key] = [per_member(values, t) for t in tensors]
+        return made[key]
+
+    return views
 
 
 def _masked(fn, tree: dict, mask: dict, params: dict) -> dict:
@@ -73,8 +83,9 @@ def _masked(fn, tree: dict, mask: dict, params: dict) -> dict:
 
 def add_l2(weight_decay: torch.Tensor, mask: dict) -> Transform:
     """Coupled weight decay: the gradient of λ/2‖w‖² is added to the gradient."""
+    views = _member_views(weight_decay)
     return _stateless(lambda grads, params: _masked(
-        lambda g, p: torch._foreach_addcmul(g, _views(weight_decay, p), p), grads, mask, params))
+        lambda g, p: torch._foreach_addcmul(g, views(p), p), grads, mask, params))
 
 
 def orthogonal_to_weights() -> Transform:
@@ -92,12 +103,14 @@ def orthogonal_to_weights() -> Transform:
 
 def momentum(beta: torch.Tensor) -> Transform:
     """Heavy-ball momentum as in torch.optim.SGD: buf ← β·buf + g."""
+    views = _member_views(beta)
+
     def init(params):
         return {k: torch.zeros_like(p) for k, p in params.items()}
 
     def update(grads, state, params):
         bufs = [state[k] for k in grads]
-        new = dict(zip(grads, torch._foreach_addcmul(list(grads.values()), _views(beta, bufs), bufs)))
+        new = dict(zip(grads, torch._foreach_addcmul(list(grads.values()), views(bufs), bufs)))
         return new, new
 
     return Transform(init, update)
@@ -124,8 +137,9 @@ def adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Transform:
 
 def add_decayed_weights(weight_decay: torch.Tensor, mask: dict) -> Transform:
     """Decoupled weight decay (AdamW): λ·w is added to the update, after any preconditioning."""
+    views = _member_views(weight_decay)
     return _stateless(lambda updates, params: _masked(
-        lambda u, p: torch._foreach_addcmul(u, _views(weight_decay, p), p), updates, mask, params))
+        lambda u, p: torch._foreach_addcmul(u, views(p), p), updates, mask, params))
 
 
 def scale_by_schedule(step_size: torch.Tensor, schedule: Callable[[int], float]) -> Transform:
@@ -135,8 +149,9 @@ def scale_by_schedule(step_size: torch.Tensor, schedule: Callable[[int], float])
     def update(updates, state, params):
         scale = schedule(state)
         if factors.get("scale") != scale:
-            factors.update(scale=scale, views=_views(-step_size * scale, updates.values()))
-        return dict(zip(updates, torch._foreach_mul(list(updates.values()), factors["views"]))), state + 1
+            factors.update(scale=scale, views=_member_views(-step_size * scale))
+        u = list(updates.values())
+        return dict(zip(updates, torch._foreach_mul(u, factors["views"](u)))), state + 1
 
     return Transform(lambda params: 0, update)
 

@@ -105,7 +105,8 @@ def within_between(features: torch.Tensor, labels: torch.Tensor, n_classes: int 
 
 
 def _nc1(st: _Stats) -> torch.Tensor:
-    proj = st.mt @ st.deviations.transpose(1, 2)  # M̃ (h_i − μ_y)  [M, C, n]
+    # M̃ (h_i − μ_y) = M̃ h_i − (M̃ μ_c)[y_i]  [M, C, n]: no [M, n, d] deviations tensor
+    proj = st.mt @ st.h.transpose(1, 2) - (st.mt @ st.means.transpose(1, 2))[:, :, st.labels]
     a = (proj @ proj.transpose(1, 2)).double() / st.n  # M̃ Σ_W M̃ᵀ  [M, C, C]
     mt = st.mt.double()
     g_pinv = _pinv_sym(mt @ mt.transpose(1, 2))  # (M̃ M̃ᵀ)⁺
