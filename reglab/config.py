@@ -85,8 +85,8 @@ def check(name: str, value: Any, constraint, owner: str = "RunConfig") -> None:
 # ---------------------------------------------------------------------------------------------
 # the configuration
 
-DATASETS = ("mnist1d", "digits", "sparse_teacher", "modular", "zipf", "zipf_sequences", "separable", "gaussian_mixture",
-            "arrays")
+DATASETS = ("mnist1d", "digits", "sparse_teacher", "random_features", "modular", "zipf", "zipf_sequences",
+            "separable", "gaussian_mixture", "arrays")
 MODELS = ("mlp", "bigram", "transformer")
 ACTIVATIONS = ("relu", "tanh", "gelu", "linear")
 LOSSES = ("ce", "stablemax_ce", "mse", "hinge", "logistic")

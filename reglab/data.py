@@ -7,6 +7,7 @@ classification, ±1 floats of shape [n, 1] for binary tasks, and floats [n, k] f
 from __future__ import annotations
 
 import functools
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,6 +143,51 @@ def digits(n_train: int | None = None, seed: int = 0, target: str = "class", shu
 
 # ---------------------------------------------------------------------------------------------
 # synthetic generators
+
+
+# ---------------------------------------------------------------------------------------------
+# random-features regression (the double-descent model): a linear teacher seen through fixed ReLU features
+
+FEATURE_BLOCK = 64  # random features are drawn in blocks of this many (nested across widths)
+
+
+def linear_teacher(n: int, seed: int = 0, d: int = 15, k: int = 5, label_noise: float = 0.5, n_test: int = 1000):
+    """Gaussian inputs x ~ N(0, I_d), a random linear teacher on the first k coordinates (entries
+    N(0, 1/k)), training labels x·β + label_noise·N(0, 1), noiseless test labels. (numpy arrays)"""
+    rng = np.random.default_rng(seed)
+    teacher = np.zeros(d, np.float32)
+    teacher[:k] = rng.standard_normal(k) / np.sqrt(k)
+    x = rng.standard_normal((n + n_test, d)).astype(np.float32)
+    y = (x @ teacher).astype(np.float32)
+    y_train = y[:n] + label_noise * rng.standard_normal(n).astype(np.float32)
+    return x[:n], y_train, x[n:], y[n:]
+
+
+def feature_weights(d: int, width: int, seeds) -> torch.Tensor:
+    """First-layer weights w_j ~ N(0, I/d) of every seed, [S, d, width]. Drawn in fixed blocks of
+    FEATURE_BLOCK features from the seed's generator, so the first N features are the same whatever the
+    largest width (one randn call of a different size would not guarantee that)."""
+    def draw(seed):
+        g = torch.Generator().manual_seed(int(seed))
+        blocks = [torch.randn(FEATURE_BLOCK, d, generator=g, dtype=torch.float64)
+                  for _ in range(-(-width // FEATURE_BLOCK))]
+        return torch.cat(blocks)[:width].T
+    return torch.stack([draw(s) for s in seeds]) / math.sqrt(d)
+
+
+def random_features(n_train: int | None = None, seed: int = 0, width: int = 200, d: int = 15, k: int = 5,
+                    label_noise: float = 0.5, n_test: int = 1000, feature_seed: int = 0) -> Dataset:
+    """Random-features regression: inputs φ(x) = relu(x W)/√width with fixed W ~ N(0, I/d) (nested:
+    a wider set starts with the same features), targets of `linear_teacher` (noisy train, noiseless
+    test), [n, 1]. A linear read-out (model="mlp", depth=0, loss="mse") is the random-features model."""
+    _need("width", width, Interval(int, 1, 100_000), "random_features")
+    _need("k", k, Interval(int, 1, d), "random_features")
+    n = _need("n_train", n_train or 200, Interval(int, 1, 10**7), "random_features")
+    x, y, x_test, y_test = linear_teacher(n, seed, d, k, label_noise, n_test)
+    w = feature_weights(d, width, [feature_seed])[0].float()
+    phi = lambda a: torch.relu(torch.from_numpy(a) @ w) / math.sqrt(width)
+    return Dataset("random_features", phi(x), torch.from_numpy(y)[:, None], phi(x_test), torch.from_numpy(y_test)[:, None],
+                   "regression", None, {"feature_weights": w})
 
 
 def sparse_teacher(n_train: int | None = None, seed: int = 0, d: int = 15, k: int = 5, label_noise: float = 1e-3,
@@ -339,9 +385,9 @@ def from_arrays(x_train, y_train, x_test=None, y_test=None, task: str | None = N
     return Dataset(name, xt, yt, xs, ys, task)
 
 
-GENERATORS = {"mnist1d": mnist1d, "digits": digits, "sparse_teacher": sparse_teacher, "modular": modular,
-              "zipf": zipf, "zipf_sequences": zipf_sequences, "separable": separable,
-              "gaussian_mixture": gaussian_mixture}
+GENERATORS = {"mnist1d": mnist1d, "digits": digits, "sparse_teacher": sparse_teacher,
+              "random_features": random_features, "modular": modular, "zipf": zipf,
+              "zipf_sequences": zipf_sequences, "separable": separable, "gaussian_mixture": gaussian_mixture}
 
 
 @functools.lru_cache(maxsize=32)

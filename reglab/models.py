@@ -34,18 +34,14 @@ def _normal(generators, shape, std, device, dtype):
     return torch.stack([torch.randn(shape, generator=g) * std for g in generators]).to(device, dtype)
 
 
-def _shared_or_member(x, params_leading):
-    """Inputs shared by all members ([B, ...]) broadcast against per-member ones ([M, B, ...])."""
-    return x if x.dim() == params_leading else x.unsqueeze(0)
-
-
 class MLP:
     """x → [Linear → (BatchNorm) → activation] × depth → Linear.
 
     Dense weights are stored as nn.Linear stores them, W{i}: [M, out, in], and hidden states run
     feature-major, [M, width, B], so every layer is `W @ h` on contiguous operands and inputs shared by
     all members ([B, in]) go through the first layer as ONE matrix product for the whole ensemble: a
-    forward + backward 1.1–1.15× faster than the textbook `h @ W` layout (benchmarks/layout.py). `weight(params, i)` gives the math orientation [M, in, out] (y = x W) for metrics.
+    forward + backward 1.1–1.15× faster than the textbook `h @ W` layout (benchmarks/layout.py).
+    `weight(params, i)` gives the math orientation [M, in, out] (y = x W) for metrics.
 
     `rank` factorizes weight matrix `rank_layer` as W = U V (U: in×r, V: r×out). With `center_output`
     the model returns output_scale·(f(x) − f₀(x)), f₀ the network at initialization (lazy-training
@@ -70,7 +66,8 @@ class MLP:
                 p[f"U{i}"] = _uniform(generators, (fan_in, self.rank), bound, device, dtype)
                 p[f"V{i}"] = _uniform(generators, (self.rank, fan_out), 1 / math.sqrt(self.rank), device, dtype)
             else:
-                p[f"W{i}"] = _uniform(generators, (fan_out, fan_in), bound, device, dtype)
+                # drawn as [in, out], the order of the earlier layout, so a seed keeps its network
+                p[f"W{i}"] = _uniform(generators, (fan_in, fan_out), bound, device, dtype).mT.contiguous()
             if self.bias:
                 p[f"b{i}"] = _uniform(generators, (fan_out,), bound, device, dtype)
             if self.batchnorm and i < len(self.dims) - 2:

@@ -146,3 +146,16 @@ def test_bad_input_is_a_clear_config_error(bad):
 def test_features_are_nested_whatever_the_largest_width():
     small, large = dd.feature_weights(4, 30, [7]), dd.feature_weights(4, 300, [7])
     torch.testing.assert_close(small, large[:, :, :30])
+
+
+def test_core_random_features_data_is_the_theme_model():
+    """reglab's `random_features` data set: the theme's teacher seen through its nested ReLU features."""
+    from reglab import make_dataset
+
+    wide, narrow = make_dataset("random_features", width=128), make_dataset("random_features", width=64)
+    x, y, _, _ = dd.linear_teacher(200)
+    w = dd.feature_weights(15, 64, [0])[0]
+    expected = torch.relu(torch.from_numpy(x).double() @ w) / math.sqrt(64)
+    torch.testing.assert_close(narrow.x_train.double(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(wide.x_train[:, :64] * math.sqrt(128), narrow.x_train * math.sqrt(64))  # nested
+    torch.testing.assert_close(narrow.y_train[:, 0], torch.from_numpy(y))

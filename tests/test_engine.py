@@ -10,9 +10,17 @@ from reglab.engine import sweep
 SMALL = RunConfig(data="digits", n_train=200, width=32, depth=2, step_size=0.1, batch_size=16, steps=60, eval_every=20)
 
 
-def test_member_of_ensemble_matches_training_alone():
-    configs = [SMALL.replace(step_size=s, seed=k, batch_size=b, weight_decay=w)
-               for s, k, b, w in [(0.05, 0, 16, 0.0), (0.2, 1, 8, 1e-3), (0.1, 2, 200, 0.0)]]
+TRANSFORMER = RunConfig(data="zipf_sequences", n_train=256, data_options={"vocab": 16, "context": 8, "n_test": 64},
+                        model="transformer", width=16, depth=2, heads=2, optimizer="adamw", steps=12, eval_every=6)
+
+
+@pytest.mark.parametrize("configs", [
+    [SMALL.replace(step_size=s, seed=k, batch_size=b, weight_decay=w)
+     for s, k, b, w in [(0.05, 0, 16, 0.0), (0.2, 1, 8, 1e-3), (0.1, 2, 200, 0.0)]],
+    [TRANSFORMER.replace(step_size=s, seed=k, batch_size=b, weight_decay=w)
+     for s, k, b, w in [(3e-3, 0, 32, 0.0), (1e-2, 1, 16, 0.1), (1e-3, 2, 256, 0.0)]],
+], ids=["mlp", "transformer"])
+def test_member_of_ensemble_matches_training_alone(configs):
     ensemble = train(configs, progress=False)
     for m, cfg in enumerate(configs):
         alone = train(cfg, progress=False)

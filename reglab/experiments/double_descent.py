@@ -19,8 +19,8 @@ Stability: U and s come from an SVD of the n × n triangular factor R of Φᵀ =
 are added (QR of [R; new columns], never Φᵀ Φ), in float64. Conditioning κ(Φ) = s_max/s_min is
 reported for every width; near N = n it reaches ~1e4–1e5 and the solve stays exact to ~1e-11.
 
-The data (`linear_teacher`, generated here: the core's `sparse_teacher` now duplicates every point
-for theme 02) are Gaussian inputs in d = 15 dimensions, a random linear teacher on the first k = 5,
+The data (`reglab.data.linear_teacher`; the core's `sparse_teacher` duplicates every point for
+theme 02) are Gaussian inputs in d = 15 dimensions, a random linear teacher on the first k = 5,
 training labels with Gaussian noise of std `label_noise`: n train examples, a validation set of `N_VAL`
 noisy examples (for tuning λ) and 1000 noiseless test examples.
 """
@@ -36,7 +36,7 @@ import torch
 
 from ..claims import Claim, Result
 from ..config import ConfigError, Interval, RunConfig, check, validate
-from ..data import from_arrays
+from ..data import feature_weights, from_arrays, linear_teacher
 from ..engine import DIVERGENCE_FACTOR, default_threads, train
 
 N_VAL = 500  # noisy validation examples for choosing λ (never the test set)
@@ -48,7 +48,6 @@ PEAK_FACTOR = 5.0  # and be ≥ 5× the curve's minimum
 MAX_RISE = 1.05  # tuned ridge: never rises more than 5 % from one width to the next
 SGD_FRACTIONS = (0.5, 0.8, 1.0, 1.25, 2.5)  # SGD widths, as multiples of n (engine runs are not free)
 METHOD_ORDER = ["ridgeless", "ridge λ", "tuned ridge", "GD", "SGD"]
-FEATURE_BLOCK = 64  # random features are drawn in blocks of this many (nested across widths)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,18 +93,6 @@ def widths(n: int, width_max: int, points: int = 30) -> list:
 # data and features
 
 
-def linear_teacher(n: int, seed: int = 0, d: int = 15, k: int = 5, label_noise: float = 0.5, n_test: int = 1000):
-    """Gaussian inputs x ~ N(0, I_d), a random linear teacher on the first k coordinates (entries
-    N(0, 1/k)), training labels x·β + label_noise·N(0, 1), noiseless test labels. (numpy arrays)"""
-    rng = np.random.default_rng(seed)
-    teacher = np.zeros(d, np.float32)
-    teacher[:k] = rng.standard_normal(k) / np.sqrt(k)
-    x = rng.standard_normal((n + n_test, d)).astype(np.float32)
-    y = (x @ teacher).astype(np.float32)
-    y_train = y[:n] + label_noise * rng.standard_normal(n).astype(np.float32)
-    return x[:n], y_train, x[n:], y[n:]
-
-
 def problem(cfg: RunConfig) -> dict:
     """Train (n), validation (N_VAL, noisy like train) and test (noiseless) splits in float64."""
     n = cfg.n_train
@@ -114,18 +101,6 @@ def problem(cfg: RunConfig) -> dict:
     f64 = lambda a: torch.from_numpy(np.asarray(a)).to(torch.float64)
     return {"x": f64(x[:n]), "y": f64(y[:n]), "x_val": f64(x[n:]), "y_val": f64(y[n:]),
             "x_test": f64(x_test), "y_test": f64(y_test)}
-
-
-def feature_weights(d: int, width: int, seeds) -> torch.Tensor:
-    """First-layer weights w_j ~ N(0, I/d) of every seed, [S, d, width]. Drawn in fixed blocks of
-    FEATURE_BLOCK features from the seed's generator, so the first N features are the same whatever the
-    largest width (one randn call of a different size would not guarantee that)."""
-    def draw(seed):
-        g = torch.Generator().manual_seed(int(seed))
-        blocks = [torch.randn(FEATURE_BLOCK, d, generator=g, dtype=torch.float64)
-                  for _ in range(-(-width // FEATURE_BLOCK))]
-        return torch.cat(blocks)[:width].T
-    return torch.stack([draw(s) for s in seeds]) / math.sqrt(d)
 
 
 def relu_features(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
