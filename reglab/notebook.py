@@ -67,7 +67,10 @@ def execute(path, output=None, parameters: dict | None = None, timeout: int = 18
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     return papermill.execute_notebook(str(path), str(output) if output else None, parameters=parameters,
                                       progress_bar=False, log_output=False, kernel_name="python3",
-                                      cwd=str(Path(path).parent), execution_timeout=timeout)
+                                      cwd=str(Path(path).parent), execution_timeout=timeout,
+                                      # the kernel app's own start-up notices (e.g. about its local TCP
+                                      # transport) are not the notebook's output: keep them off the report's log
+                                      extra_arguments=["--IPKernelApp.log_level=ERROR"])
 
 
 def read_results(notebook) -> dict:
