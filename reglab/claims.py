@@ -54,6 +54,16 @@ def payload(metrics: dict, claims: list) -> dict:
             "claims": [{**asdict(c), "value": _finite(c.value)} for c in claims]}
 
 
+def fmt_number(value, spec: str = ".3g") -> str:
+    """A measured number for claim notes: `spec` formatting, "—" when it is missing or not finite; a
+    list or tuple is formatted item by item and joined with commas (one value per seed)."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(fmt_number(v, spec) for v in value)
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    return format(value, spec)
+
+
 def fmt_value(value) -> str:
     """A measured value as the verdict tables show it: 4 significant digits, "—" for none."""
     if isinstance(value, float):

@@ -86,6 +86,11 @@ class Run:
     def diverged(self) -> pd.Series:
         return self.summary.set_index("run")["diverged_at"]
 
+    def diverged_step(self, m: int) -> int | None:
+        """The step at which member m diverged, None if it did not."""
+        d = self.summary["diverged_at"].iloc[m]
+        return None if d is None or pd.isna(d) else int(d)
+
 
 def labels(configs) -> list:
     """The per-member fields that actually vary in this ensemble (always at least step_size)."""

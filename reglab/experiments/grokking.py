@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from .. import charts
-from ..claims import Claim, Result
+from ..claims import Claim, Result, fmt_number
 from ..config import Interval, OneOf, RunConfig, check, validate
 from ..data import make_dataset
 from ..engine import train
@@ -280,17 +280,13 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
 # claims: each over every seed, with the worst seed as the value
 
 
-def _fmt(v, fmt="{:.3g}") -> str:
-    return "—" if _missing(v) else fmt.format(v)
-
-
-def _seed_claim(text, rows: pd.DataFrame, values, ok, threshold: str, worst, fmt="{:.3g}") -> tuple:
+def _seed_claim(text, rows: pd.DataFrame, values, ok, threshold: str, worst, spec=".3g") -> tuple:
     """A claim that must hold for every seed; returns (Claim, held count). A diverged seed fails."""
     values = [None if _missing(v) else float(v) for v in values]
     passed = [(not _missing(v)) and bool(ok(v)) for v in values]
     notes = []
     for s, v, d in zip(rows.seed, values, rows.diverged_at):
-        notes.append(f"seed {s}: " + (f"diverged at step {int(d)}" if not _missing(d) else _fmt(v, fmt)))
+        notes.append(f"seed {s}: " + (f"diverged at step {int(d)}" if not _missing(d) else fmt_number(v, spec)))
     finite = [v for v in values if v is not None]
     value = None if len(finite) < len(values) or not finite else round(worst(finite), 4)
     return Claim(text, value, threshold, all(passed) and len(values) > 0, note="; ".join(notes)), sum(passed)
@@ -332,7 +328,7 @@ def _claims(table: pd.DataFrame, corrupted: pd.DataFrame, weight_decay: float, l
             add("lambda0_zero_grad", _seed_claim(
                 "softmax, λ = 0: the fraction of training samples with exactly zero float32 gradient rises, every seed",
                 zero, [b - a for a, b in zip(zero.zero_grad_start, zero.zero_grad_frac)], lambda v: v > 0,
-                f"final − initial fraction > 0, all {seeds} seeds", min, fmt="{:.4f}"),
+                f"final − initial fraction > 0, all {seeds} seeds", min, spec=".4f"),
                 zero, zero.zero_grad_frac, "softmax, λ = 0: final zero-gradient fraction")
     for remedy in remedies:
         variant = "⊥AdamW, λ = 0" if remedy == "orthogonal" else "StableMax, λ = 0"

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from .. import charts
-from ..claims import Claim, Result
+from ..claims import Claim, Result, fmt_number
 from ..config import ConfigError, Interval, RunConfig, check, validate
 from ..data import Dataset, from_arrays
 from ..engine import train
@@ -286,10 +286,6 @@ def _per_seed(frame, seeds, fn):
     return [fn(frame[frame.seed == s]) for s in seeds]
 
 
-def _fmt(values) -> str:
-    return ", ".join("—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3g}" for v in values)
-
-
 def run(weight_decay: float = 0.3, weight_decays=(0.0, 0.1, 0.3, 1.0, 2.0), rank: int | None = D_IN,
         step_size: float = 0.1, batch_size: int | None = None, steps: int = 1000, ranks=(1, 2, 4, 8, 16),
         rank_steps: int = 800, rank_step_size: float = 0.1, sam_radii=(0.0, 0.2, 0.4, 0.6), sam_steps: int = 6000,
@@ -350,7 +346,7 @@ def run(weight_decay: float = 0.3, weight_decays=(0.0, 0.1, 0.3, 1.0, 2.0), rank
     claims.append(Claim("Effective rank of W = U Vᵀ falls monotonically as weight decay λ grows",
                         max(steps_up) if all(map(math.isfinite, steps_up)) else None,
                         "largest rise between consecutive λ < 0, every seed", all(ok) and len(weight_decays) > 1,
-                        note=f"held for {sum(ok)}/{len(ok)} seeds; largest rise per seed: {_fmt(steps_up)}"
+                        note=f"held for {sum(ok)}/{len(ok)} seeds; largest rise per seed: {fmt_number(steps_up)}"
                              + "".join(f"; λ = {r.weight_decay:g}, seed {r.seed} diverged at step {int(r.diverged_at)}"
                                        for r in diverged1.itertuples())))
     positive = [lam for lam in weight_decays if lam > 0]
@@ -361,7 +357,7 @@ def run(weight_decay: float = 0.3, weight_decays=(0.0, 0.1, 0.3, 1.0, 2.0), rank
         ok = [math.isfinite(v) and v <= 0.05 for v in gaps]
         claims.append(Claim("Weight decay on U, V is a nuclear-norm penalty: (‖U‖²+‖V‖²)/2 = ‖W‖_* at the end (λ > 0)",
                             max(gaps) if all(map(math.isfinite, gaps)) else None, "relative difference ≤ 0.05, every λ > 0 and seed",
-                            all(ok), note=f"held for {sum(ok)}/{len(ok)} seeds; worst per seed: {_fmt(gaps)}"))
+                            all(ok), note=f"held for {sum(ok)}/{len(ok)} seeds; worst per seed: {fmt_number(gaps)}"))
         scale = float(np.linalg.svd(w_ls, compute_uv=False)[0])
         errs = _per_seed(f1[f1.weight_decay > 0], seed_list, lambda r: float(r.svt_error.max()) / scale)
         for s, v in zip(seed_list, errs):
@@ -370,12 +366,12 @@ def run(weight_decay: float = 0.3, weight_decays=(0.0, 0.1, 0.3, 1.0, 2.0), rank
         claims.append(Claim("Singular values are soft-thresholded: σᵢ(W) = (σᵢ(Ŵ) − λ)₊",
                             max(errs) if all(map(math.isfinite, errs)) else None,
                             "max |σᵢ(W) − (σᵢ(Ŵ) − λ)₊| / σ₁(Ŵ) ≤ 0.01, every λ > 0 and seed", all(ok),
-                            note=f"held for {sum(ok)}/{len(ok)} seeds; worst per seed: {_fmt(errs)}"))
+                            note=f"held for {sum(ok)}/{len(ok)} seeds; worst per seed: {fmt_number(errs)}"))
     if weight_decay in weight_decays:  # the explorer starts from this member's curves, no second run
         m = next(i for i, c in enumerate(sweep.configs) if c.weight_decay == weight_decay and c.seed == seed)
         initial = sweep.history[sweep.history.run == m].assign(run=0)
-        d = sweep.summary.diverged_at[m]
-        initial.attrs["diverged_at"] = {} if d is None or (isinstance(d, float) and math.isnan(d)) else {0: int(d)}
+        d = sweep.diverged_step(m)
+        initial.attrs["diverged_at"] = {} if d is None else {0: d}
         frames["explorer_initial"] = initial.reset_index(drop=True)
 
     # 2 · rank slider ---------------------------------------------------------------------------
@@ -390,7 +386,7 @@ def run(weight_decay: float = 0.3, weight_decays=(0.0, 0.1, 0.3, 1.0, 2.0), rank
     ok = [math.isfinite(v) and v > 0 for v in rises]
     claims.append(Claim("The rank-aware bound increases with the rank r",
                         min(rises) if all(map(math.isfinite, rises)) else None, "smallest step between consecutive r > 0, every seed",
-                        all(ok), note=f"held for {sum(ok)}/{len(ok)} seeds; smallest step per seed: {_fmt(rises)}"))
+                        all(ok), note=f"held for {sum(ok)}/{len(ok)} seeds; smallest step per seed: {fmt_number(rises)}"))
     r0 = ranks[0]
     ratios = _per_seed(f2[f2["rank"] == r0], seed_list, lambda r: float(r.rank_bound.iloc[0] / r.spectral_bound.iloc[0]))
     for s, v in zip(seed_list, ratios):
@@ -400,9 +396,9 @@ def run(weight_decay: float = 0.3, weight_decays=(0.0, 0.1, 0.3, 1.0, 2.0), rank
     ok = [math.isfinite(v) and v < 1 for v in ratios]
     claims.append(Claim(f"The rank-aware bound is below the product-of-spectral-norms bound for small r (r = {r0})",
                         max(ratios) if all(map(math.isfinite, ratios)) else None, "B_rank / B_spec < 1, every seed", all(ok),
-                        note=f"held for {sum(ok)}/{len(ok)} seeds; ratio per seed: {_fmt(ratios)}; "
+                        note=f"held for {sum(ok)}/{len(ok)} seeds; ratio per seed: {fmt_number(ratios)}; "
                              f"below for every seed up to r = {crossing}" if crossing else
-                             f"held for {sum(ok)}/{len(ok)} seeds; ratio per seed: {_fmt(ratios)}"))
+                             f"held for {sum(ok)}/{len(ok)} seeds; ratio per seed: {fmt_number(ratios)}"))
     rhos = _per_seed(f2, seed_list, lambda r: spearman(r.rank_bound, r.gap))
     rho_spec = _per_seed(f2, seed_list, lambda r: spearman(r.spectral_bound, r.gap))
     for s, v, w in zip(seed_list, rhos, rho_spec):
@@ -411,8 +407,8 @@ def run(weight_decay: float = 0.3, weight_decays=(0.0, 0.1, 0.3, 1.0, 2.0), rank
     ok = [math.isfinite(v) and v > 0 for v in rhos]
     claims.append(Claim("The rank-aware bound's Spearman correlation with the measured gap over the r sweep is positive",
                         min(rhos) if all(map(math.isfinite, rhos)) else None, "> 0, every seed", all(ok),
-                        note=f"held for {sum(ok)}/{len(ok)} seeds; per seed: {_fmt(rhos)} "
-                             f"(product-of-spectral-norms bound: {_fmt(rho_spec)})"))
+                        note=f"held for {sum(ok)}/{len(ok)} seeds; per seed: {fmt_number(rhos)} "
+                             f"(product-of-spectral-norms bound: {fmt_number(rho_spec)})"))
 
     # 3 · SAM and feature rank ------------------------------------------------------------------
     f3, sam_run = sam_sweep(sam_radii, sam_step_size, sam_steps, seed_list, device)
@@ -429,14 +425,14 @@ def run(weight_decay: float = 0.3, weight_decays=(0.0, 0.1, 0.3, 1.0, 2.0), rank
     ok = [math.isfinite(v) and v < 1e-3 for v in losses]
     claims.append(Claim(f"SAM runs fit the training set: train MSE < 1e-3 at ρ = {rho0:g} and ρ = {rho1:g}",
                         max(losses) if all(map(math.isfinite, losses)) else None, "mean (f − y)² < 1e-3, every seed", all(ok),
-                        note=f"held for {sum(ok)}/{len(ok)} seeds; worst per seed: {_fmt(losses)}"))
+                        note=f"held for {sum(ok)}/{len(ok)} seeds; worst per seed: {fmt_number(losses)}"))
     fr = _per_seed(f3, seed_list, lambda r: float(r[r.sam_radius == rho1].feature_rank.iloc[0] / r[r.sam_radius == rho0].feature_rank.iloc[0]))
     for s, v in zip(seed_list, fr):
         metrics[f"feature_rank_ratio/seed={s}"] = v
     ok = [math.isfinite(v) and v <= 0.7 for v in fr]
     claims.append(Claim(f"SAM lowers feature rank: rank at ρ = {rho1:g} ≤ 0.7 × rank at ρ = {rho0:g}",
                         max(fr) if all(map(math.isfinite, fr)) else None, "ratio ≤ 0.7, every seed", all(ok) and rho1 != rho0,
-                        note=f"held for {sum(ok)}/{len(ok)} seeds; ratio per seed: {_fmt(fr)}"))
+                        note=f"held for {sum(ok)}/{len(ok)} seeds; ratio per seed: {fmt_number(fr)}"))
     return Result(metrics, claims, frames, runs)
 
 

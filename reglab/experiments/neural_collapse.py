@@ -216,8 +216,7 @@ def run(step_size=0.05, batch_size=128, weight_decay=5e-4, rank=None, width=128,
         s = configs[m].seed
         z = zero_error_step(r.history, m)
         last = int(r.history.step.max())
-        d = r.summary.diverged_at[m]
-        row = {"seed": s, "zero_step": z, "diverged_at": None if d is None or pd.isna(d) else int(d)}
+        row = {"seed": s, "zero_step": z, "diverged_at": r.diverged_step(m)}
         for name in ("nc1", "nc3", "nc4", "nc2_equinorm", "nc2_maxangle", "train_acc", "test_acc"):
             row[f"{name}_end"] = _value(r.history, m, name, last)
         row["layers"] = [_value(r.history, m, f"nc1_layer{k}", last) for k in range(1, depth + 1)]

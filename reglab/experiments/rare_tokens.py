@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..claims import Claim, Result
+from ..claims import Claim, Result, fmt_number
 from ..config import CONSTRAINTS, ConfigError, Interval, OneOf, RunConfig, check, validate
 from ..data import make_dataset
 from ..engine import train
@@ -142,16 +142,11 @@ def explore(config: RunConfig, on_eval=None, stop=None):
 # tidy frames from a finished sweep
 
 
-def _diverged(summary, m):
-    d = summary["diverged_at"].iloc[m]
-    return None if d is None or (isinstance(d, float) and math.isnan(d)) else int(d)
-
-
 def sweep_frames(run, stats: TokenStats) -> dict:
     """buckets (member × bucket × split), token_loss (present tokens only), row_norms (every token),
     spectrum (singular values of the logit matrix) from the final parameters of a sweep."""
     V = stats.vocab
-    members = [{"run": m, "seed": c.seed, "weight_decay": c.weight_decay, "diverged_at": _diverged(run.summary, m)}
+    members = [{"run": m, "seed": c.seed, "weight_decay": c.weight_decay, "diverged_at": run.diverged_step(m)}
                for m, c in enumerate(run.configs)]
     bucket_rows, token_rows, norm_rows, spec_rows = [], [], [], []
     examples = {}
@@ -217,10 +212,6 @@ def _float_list(name, values):
     return [float(v) for v in values]
 
 
-def _fmt(values) -> str:
-    return ", ".join("—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3g}" for v in values)
-
-
 def _losses(frame, split="train") -> dict:
     """{(seed, λ): {bucket_index: loss}} for members that did not diverge."""
     out = {}
@@ -270,7 +261,7 @@ def run(step_size: float = STEP_SIZE, batch_size: int | None = BATCH_SIZE, weigh
     frames["history"] = sweep.history.merge(sweep.summary[["run", "weight_decay", "seed"]], on="run")
     m0 = next(i for i, c in enumerate(configs) if c.weight_decay == lam_hi and c.seed == seed)
     initial = sweep.history[sweep.history.run == m0].assign(run=0).reset_index(drop=True)
-    d0 = _diverged(sweep.summary, m0)
+    d0 = sweep.diverged_step(m0)
     initial.attrs["diverged_at"] = {} if d0 is None else {0: d0}
     frames["explorer_initial"] = initial
 
@@ -297,7 +288,7 @@ def run(step_size: float = STEP_SIZE, batch_size: int | None = BATCH_SIZE, weigh
             metrics[f"logit_{key}@wd={lam:g}"] = float(vals.mean()) if len(vals) else None
     diverged = {}  # seed -> "λ = 3 diverged at step 2, …"
     for m, c in enumerate(configs):
-        d = _diverged(sweep.summary, m)
+        d = sweep.diverged_step(m)
         if d is not None:
             diverged.setdefault(c.seed, []).append(f"λ = {c.weight_decay:g} diverged at step {d}")
     diverged = {s: ", ".join(v) for s, v in diverged.items()}
@@ -350,7 +341,7 @@ def run(step_size: float = STEP_SIZE, batch_size: int | None = BATCH_SIZE, weigh
                         f"λ ∈ {{{', '.join(f'{lam:g}' for lam in checked)}}}",
                         min(finite) if finite and len(finite) == len(steps_up) else None,
                         "smallest increase between consecutive λ > 0, every seed", all(ok) and len(checked) > 2,
-                        note=f"held for {sum(ok)}/{len(ok)} seeds; smallest increase per seed: {_fmt(steps_up)}"
+                        note=f"held for {sum(ok)}/{len(ok)} seeds; smallest increase per seed: {fmt_number(steps_up)}"
                              + ("" if len(checked) > 2 else "; needs at least 3 values of λ in [0, λ] to test") + diverged_note))
 
     # claim 3: rare tokens' unembedding rows shrink more (relative to λ = 0) than frequent tokens'
@@ -392,7 +383,7 @@ def run(step_size: float = STEP_SIZE, batch_size: int | None = BATCH_SIZE, weigh
         sgd_train = _losses(sgd_found["buckets"], "train")  # finite members only
         total = {lam: sgd_found["examples"]["train"] for lam in lams}
         for m, c in enumerate(sgd_configs):
-            d = _diverged(sgd.summary, m)
+            d = sgd.diverged_step(m)
             if d is not None:
                 sgd_diverged.append(f"λ = {c.weight_decay:g} diverged at step {d}")
             b = sgd_train.get((seed, c.weight_decay))
@@ -410,8 +401,8 @@ def run(step_size: float = STEP_SIZE, batch_size: int | None = BATCH_SIZE, weigh
                                 "λ ≥ 0.5 — the rare-token effect is an AdamW-regime phenomenon here",
                                 min(fr) if all(v is not None for v in fr) else None,
                                 f"SGD train loss / log V ≥ {UNIFORM_FRACTION:g} at every λ ≥ 0.5", held,
-                                note=f"SGD η = {sgd_step_size:g}; train loss / log V at λ = {_fmt(big)}: {_fmt(fr)}; "
-                                     f"at λ = 0: {_fmt([None if metrics['sgd_train_loss@wd=0'] is None else metrics['sgd_train_loss@wd=0'] / log_v])}"
+                                note=f"SGD η = {sgd_step_size:g}; train loss / log V at λ = {fmt_number(big)}: {fmt_number(fr)}; "
+                                     f"at λ = 0: {fmt_number([None if metrics['sgd_train_loss@wd=0'] is None else metrics['sgd_train_loss@wd=0'] / log_v])}"
                                      + ("; " + ", ".join(sgd_diverged) if sgd_diverged else "")))
     frames["timing"] = pd.DataFrame([timing])
     return Result(metrics, claims, frames, runs)

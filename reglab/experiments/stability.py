@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from .. import charts
-from ..claims import Claim, Result
+from ..claims import Claim, Result, fmt_number
 from ..config import ConfigError, Interval, OneOf, RunConfig, check, validate
 from ..curvature import Sharpness, gauss_newton_trace, spectral_density, top_eigenvalues
 from ..data import make_dataset
@@ -164,17 +164,8 @@ def _seeds(seed: int, seeds: int) -> list:
     return [seed + i for i in range(seeds)]
 
 
-def _fmt(v, spec=".3g") -> str:
-    return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
-
-
 def _or_diverged(row: dict, text: str) -> str:
     return text if row["diverged_at"] is None else f"diverged at step {row['diverged_at']}"
-
-
-def _diverged(summary, m):
-    d = summary["diverged_at"].iloc[m]
-    return None if d is None or (isinstance(d, float) and math.isnan(d)) else int(d)
 
 
 def _validate(step_size, small_step_size, steps, n_train, width, weight_decay, rank, loss, sharpness_every,
@@ -247,7 +238,7 @@ def run(step_size: float = STEP_SIZE, small_step_size: float = SMALL_STEP_SIZE, 
     sharp = eos.curve("sharpness") if "sharpness" in set(eos.history.metric) else pd.DataFrame(columns=["run", "step", "value"])
     for m, c in enumerate(eos_cfgs):
         s = sharp[sharp.run == m].sort_values("step")
-        div = _diverged(eos.summary, m)
+        div = eos.diverged_step(m)
         k = crossing_step(s.step, s.value, c.step_size)
         ratio = eos_ratio(s.step, s.value, c.step_size)
         before, after = loss_increase_fractions(eos.step_losses[:, m].numpy() if div is None
@@ -273,13 +264,13 @@ def run(step_size: float = STEP_SIZE, small_step_size: float = SMALL_STEP_SIZE, 
     def div_note(rows):
         return "; ".join(f"seed {r['seed']} diverged at step {r['diverged_at']}" for r in rows if r["diverged_at"] is not None)
 
-    pct = lambda v: _fmt(None if v is None else 100 * v, ".0f")
+    pct = lambda v: fmt_number(None if v is None else 100 * v, ".0f")
     lo, hi = EOS_BAND
     ok = [r["diverged_at"] is None and r["median_ratio"] is not None and lo <= r["median_ratio"] <= hi for r in big]
     claims.append(Claim(
         f"GD (η = {step_size:g}): once λ_max reaches 2/η = {2 / step_size:.3g}, it hovers there — median λ_max·η/2 "
         f"after the first crossing in [{lo}, {hi}], every seed",
-        ", ".join(_or_diverged(r, _fmt(r["median_ratio"])) for r in big), f"each in [{lo}, {hi}]", all(ok),
+        ", ".join(_or_diverged(r, fmt_number(r["median_ratio"])) for r in big), f"each in [{lo}, {hi}]", all(ok),
         div_note(big) or "first crossing at step " + ", ".join("never" if r["crossing"] is None else str(r["crossing"])
                                                               for r in big)))
     ok = [r["diverged_at"] is None and r["crossing"] is not None and r["up_before"] is not None
@@ -293,7 +284,7 @@ def run(step_size: float = STEP_SIZE, small_step_size: float = SMALL_STEP_SIZE, 
     claims.append(Claim(
         f"GD at a small step size (η = {small_step_size:g}): λ_max stays below 2/η = {2 / small_step_size:.3g} for the "
         f"whole run, every seed",
-        ", ".join(_or_diverged(r, _fmt(r["max_ratio"])) for r in small), "max λ_max·η/2 < 1", all(ok), div_note(small)))
+        ", ".join(_or_diverged(r, fmt_number(r["max_ratio"])) for r in small), "max λ_max·η/2 < 1", all(ok), div_note(small)))
 
     # experiment 2 claims
     trace_rows = _trace_rows(sgd, gd, curv, sgd_cfgs, gd_cfgs)
@@ -313,7 +304,7 @@ def run(step_size: float = STEP_SIZE, small_step_size: float = SMALL_STEP_SIZE, 
     for s in seed_list:
         conv = [r for r in s_rows if r["seed"] == s and r["converged"]]
         worst = max((r["trace_ratio"] for r in conv), default=None)
-        per_seed.append(f"{_fmt(worst)} ({len(conv)}/{len(trace_step_sizes)} converged)")
+        per_seed.append(f"{fmt_number(worst)} ({len(conv)}/{len(trace_step_sizes)} converged)")
         ok.append(len(conv) >= min(MIN_CONVERGED, len(trace_step_sizes)) and worst is not None and worst <= 1)
     unconv = [r for r in s_rows if not r["converged"]]
     note = ("not converged: " + ", ".join(
@@ -336,7 +327,7 @@ def run(step_size: float = STEP_SIZE, small_step_size: float = SMALL_STEP_SIZE, 
         ok.append(v is not None and v > 1)
     claims.append(Claim(
         f"GD: tr(H)·η/2 exceeds 1 at the larger step sizes (η = {', '.join(f'{e:g}' for e in large)}), every seed",
-        ", ".join(_fmt(v) for v in vals), "min over those > 1", all(ok)))
+        ", ".join(fmt_number(v) for v in vals), "min over those > 1", all(ok)))
     ok, vals = [], []
     for s in seed_list:
         rows = [r for r in g_rows if r["seed"] == s]
@@ -345,7 +336,7 @@ def run(step_size: float = STEP_SIZE, small_step_size: float = SMALL_STEP_SIZE, 
         ok.append(v is not None and v <= EOS_BAND[1])
     claims.append(Claim(
         f"GD: only λ_max is held to the stability limit — λ_max·η/2 ≤ {EOS_BAND[1]} (at most the edge of stability) "
-        f"at every step size, every seed", ", ".join(_fmt(v) for v in vals), f"max ≤ {EOS_BAND[1]}", all(ok)))
+        f"at every step size, every seed", ", ".join(fmt_number(v) for v in vals), f"max ≤ {EOS_BAND[1]}", all(ok)))
     trace_table = _object_table(trace_rows, ("diverged_at",))
 
     frames = {"eos": eos_frame, "eos_table": eos_table, "trace": trace_table, "trace_history": _trace_history(sgd, gd),
@@ -359,7 +350,7 @@ def _end_curvature(r) -> dict:
     """Exact Gauss–Newton trace and λ_max of every member's full training loss at the end of a run."""
     cfg = r.configs[0]
     gn = gauss_newton_trace(r.model, r.params, r.data.x_train, r.data.y_train, cfg.loss)
-    alive = torch.tensor([_diverged(r.summary, m) is None for m in range(len(r.configs))])
+    alive = torch.tensor([r.diverged_step(m) is None for m in range(len(r.configs))])
     lmax = top_eigenvalues(member_loss(r.model, r.data, cfg.loss), r.params, k=1, tol=1e-5, active=alive,
                            generator=torch.Generator().manual_seed(0)).eigenvalues[:, 0]
     return {"trace": gn.float().cpu().numpy(), "lmax": lmax.cpu().numpy(), "alive": alive.numpy()}
@@ -372,7 +363,7 @@ def _trace_rows(sgd, gd, curv, sgd_cfgs, gd_cfgs) -> list:
         for m, c in enumerate(cfgs):
             h = hist[hist.run == m].sort_values("step")
             initial, final = float(h.value.iloc[0]), float(r.summary.train_loss.iloc[m])
-            div = _diverged(r.summary, m)
+            div = r.diverged_step(m)
             alive = bool(curv[name]["alive"][m])
             tr = float(curv[name]["trace"][m]) if alive else None
             lm = float(curv[name]["lmax"][m]) if alive else None
@@ -457,7 +448,7 @@ def member_frame(result: Result, member: int = 0) -> pd.DataFrame:
     """One experiment-1 member's eval-point history (the explorer's `initial`), divergence in attrs."""
     r = result.runs["eos"]
     frame = r.history[r.history.run == member].assign(run=0).reset_index(drop=True)
-    frame.attrs["diverged_at"] = {0: _diverged(r.summary, member)}
+    frame.attrs["diverged_at"] = {0: r.diverged_step(member)}
     return frame
 
 
