@@ -197,7 +197,8 @@ def evaluate(model, params, data: Dataset, loss_name: str, memo: dict | None = N
             losses, accs, feats = [], [], []
             for i in range(0, len(x), EVAL_CHUNK):
                 o, f = model.forward(params, x[i:i + EVAL_CHUNK])
-                feats.append(f)
+                if memo is not None:
+                    feats.append(f)
                 losses.append(LOSSES[loss_name](o, y[i:i + EVAL_CHUNK]))
                 a = accuracy(o, y[i:i + EVAL_CHUNK])
                 if a is not None:
