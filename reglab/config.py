@@ -82,6 +82,18 @@ def check(name: str, value: Any, constraint, owner: str = "RunConfig") -> None:
         raise ConfigError(f"The '{name}' parameter of {owner} must be {constraint.describe()}. Got {value!r} instead.")
 
 
+def check_each(name: str, values: Any, constraint, owner: str, at_least: int = 1) -> list:
+    """Check every entry of a list parameter against `constraint` and return the entries as a list; a
+    single number or string counts as a list of one. The list needs `at_least` entries."""
+    values = [values] if isinstance(values, (int, float, str)) else list(values)
+    if len(values) < at_least:
+        need = "a non-empty list" if at_least == 1 else f"a list of at least {at_least} entries"
+        raise ConfigError(f"The '{name}' parameter of {owner} must be {need}. Got {values!r} instead.")
+    for v in values:
+        check(name, v, constraint, owner=f"{owner} (each entry)")
+    return values
+
+
 # ---------------------------------------------------------------------------------------------
 # the configuration
 
@@ -229,6 +241,17 @@ def validate(config: RunConfig, n_train: int | None = None) -> RunConfig:
     """Check every field; with the data set's size also check the batch size. Returns the config."""
     for name, constraint in CONSTRAINTS.items():
         check(name, getattr(config, name), constraint)
+    if config.model == "transformer":
+        if not 1 <= config.depth <= 4:
+            raise ConfigError(f"The 'depth' parameter of RunConfig must be an int in the range [1, 4] for "
+                              f"model='transformer' (its number of blocks). Got {config.depth!r} instead.")
+        if config.width % config.heads:
+            raise ConfigError(f"The 'heads' parameter of RunConfig must be an int in the range [1, 1024] that divides "
+                              f"the width ({config.width}). Got {config.heads!r} instead.")
+        if config.rank is not None:
+            raise ConfigError(f"The 'rank' parameter of RunConfig must be None for model='transformer' (rank "
+                              f"factorizes an MLP layer; a transformer's bottleneck is its width). "
+                              f"Got {config.rank!r} instead.")
     if config.rank is not None:
         if config.rank_layer is not None and config.rank_layer > config.depth:
             raise ConfigError(f"The 'rank_layer' parameter of RunConfig must be an int in the range [0, {config.depth}] "
@@ -236,9 +259,6 @@ def validate(config: RunConfig, n_train: int | None = None) -> RunConfig:
         if config.depth > 0 and config.rank > config.width:  # a layer into or out of the hidden width
             raise ConfigError(f"The 'rank' parameter of RunConfig must be an int in the range [1, {config.width}] "
                               f"(the layer width) or None. Got {config.rank!r} instead.")
-    if config.model == "transformer" and config.width % config.heads:
-        raise ConfigError(f"The 'heads' parameter of RunConfig must be an int in the range [1, 1024] that divides the "
-                          f"width ({config.width}). Got {config.heads!r} instead.")
     if n_train is not None and config.batch_size is not None and config.batch_size > n_train:
         raise ConfigError(
             f"The 'batch_size' parameter of RunConfig must be an int in the range [1, {n_train}] "

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .config import ConfigError
 
+
 def identity(h):
     return h
 
@@ -185,17 +186,8 @@ class Transformer:
     maps' biases and the LayerNorms' shifts together (nanoGPT's switch).
     """
 
-    def __init__(self, vocab, context, width=64, depth=2, heads=1, activation="gelu", bias=True, rank=None, **_):
-        if not 1 <= depth <= 4:
-            raise ConfigError(f"The 'depth' parameter of RunConfig must be an int in the range [1, 4] for "
-                              f"model='transformer' (its number of blocks). Got {depth!r} instead.")
-        if width % heads:
-            raise ConfigError(f"The 'heads' parameter of RunConfig must be an int in the range [1, 1024] that divides "
-                              f"the width ({width}). Got {heads!r} instead.")
-        if rank is not None:
-            raise ConfigError(f"The 'rank' parameter of RunConfig must be None for model='transformer' (rank "
-                              f"factorizes an MLP layer; a transformer's bottleneck is its width). "
-                              f"Got {rank!r} instead.")
+    def __init__(self, vocab, context, width=64, depth=2, heads=1, activation="gelu", bias=True, **_):
+        # depth, heads and rank are checked with the rest of the config (config.validate)
         self.vocab, self.context, self.width, self.depth, self.heads = vocab, context, width, depth, heads
         self.act, self.bias = ACTIVATIONS[activation], bias
 
@@ -292,7 +284,7 @@ def build_model(config, data):
             raise ConfigError(f"model='transformer' reads windows of token ids [n, context] (data='zipf_sequences'); "
                               f"data '{data.name}' has inputs of shape {tuple(data.x_train.shape)}.")
         return Transformer(data.info["vocab"], data.x_train.shape[1], width=config.width, depth=config.depth,
-                           heads=config.heads, activation=config.activation, bias=config.bias, rank=config.rank)
+                           heads=config.heads, activation=config.activation, bias=config.bias)
     return MLP(data.input_dim, data.output_dim, width=config.width, depth=config.depth, activation=config.activation,
                rank=config.rank, rank_layer=config.rank_layer, bias=config.bias, batchnorm=config.batchnorm,
                output_scale=config.output_scale, center_output=config.center_output)

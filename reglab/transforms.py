@@ -81,11 +81,16 @@ def _masked(fn, tree: dict, mask: dict, params: dict) -> dict:
 # Python-level op per tensor (the optimizer was ~1/6 of a small model's step; benchmarks/sweep.py).
 
 
-def add_l2(weight_decay: torch.Tensor, mask: dict) -> Transform:
-    """Coupled weight decay: the gradient of λ/2‖w‖² is added to the gradient."""
+def _plus_decay(weight_decay: torch.Tensor, mask: dict) -> Transform:
+    """Add λ·w to the masked entries of whatever reaches this link."""
     views = _member_views(weight_decay)
-    return _stateless(lambda grads, params: _masked(
-        lambda g, p: torch._foreach_addcmul(g, views(p), p), grads, mask, params))
+    return _stateless(lambda tree, params: _masked(
+        lambda t, p: torch._foreach_addcmul(t, views(p), p), tree, mask, params))
+
+
+def add_l2(weight_decay: torch.Tensor, mask: dict) -> Transform:
+    """Coupled weight decay: the gradient of λ/2‖w‖² is added to the gradient (first in the chain)."""
+    return _plus_decay(weight_decay, mask)
 
 
 def orthogonal_to_weights() -> Transform:
@@ -137,9 +142,7 @@ def adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Transform:
 
 def add_decayed_weights(weight_decay: torch.Tensor, mask: dict) -> Transform:
     """Decoupled weight decay (AdamW): λ·w is added to the update, after any preconditioning."""
-    views = _member_views(weight_decay)
-    return _stateless(lambda updates, params: _masked(
-        lambda u, p: torch._foreach_addcmul(u, views(p), p), updates, mask, params))
+    return _plus_decay(weight_decay, mask)
 
 
 def scale_by_schedule(step_size: torch.Tensor, schedule: Callable[[int], float]) -> Transform:

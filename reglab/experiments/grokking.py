@@ -31,7 +31,7 @@ import torch
 
 from .. import charts
 from ..claims import Claim, Result, fmt_number
-from ..config import Interval, OneOf, RunConfig, check, validate
+from ..config import Interval, OneOf, RunConfig, check, check_each, validate
 from ..data import make_dataset
 from ..engine import train
 from ..losses import stablemax
@@ -370,16 +370,13 @@ def run(step_size: float = STEP_SIZE, batch_size: int | None = None, weight_deca
     experiments 4 and 3."""
     check("seeds", seeds, Interval(int, 1, 10), owner="grokking")
     check("weight_decay", weight_decay, Interval(float, 0, 1e3), owner="grokking")
-    remedies = list(remedies or [])
-    for r in remedies:
-        check("remedies", r, OneOf(REMEDIES), owner="grokking")
+    remedies = check_each("remedies", remedies or [], OneOf(REMEDIES), "grokking", at_least=0)
     if loss == "stablemax_ce" and "stablemax" in remedies:
         remedies.remove("stablemax")  # the main runs' λ = 0 members are already StableMax at λ = 0
-    map_weight_decays, map_step_sizes = list(map_weight_decays or []), list(map_step_sizes or [])
-    for lam in map_weight_decays:
-        check("map_weight_decays", lam, Interval(float, 0, 1e3), owner="grokking")
-    for eta in map_step_sizes:
-        check("map_step_sizes", eta, Interval(float, 0, 10, closed="right"), owner="grokking")
+    map_weight_decays = check_each("map_weight_decays", map_weight_decays or [], Interval(float, 0, 1e3), "grokking",
+                                   at_least=0)
+    map_step_sizes = check_each("map_step_sizes", map_step_sizes or [], Interval(float, 0, 10, closed="right"),
+                                "grokking", at_least=0)
     corrupt_steps, map_steps = corrupt_steps or steps, map_steps or steps
     for name, value in (("corrupt_steps", corrupt_steps), ("map_steps", map_steps)):
         check(name, value, Interval(int, 1, 10**6), owner="grokking")

@@ -25,7 +25,7 @@ import torch
 
 from .. import charts
 from ..claims import Claim, Result, fmt_number
-from ..config import ConfigError, Interval, RunConfig, check, validate
+from ..config import ConfigError, Interval, RunConfig, check, check_each, validate
 from ..data import Dataset, from_arrays
 from ..engine import train
 from ..metrics import effective_rank, nuclear_norm, numerical_rank, singular_values, stable_rank
@@ -260,28 +260,6 @@ def sam_sweep(sam_radii, step_size=0.2, steps=6000, seeds=(0, 1, 2), device="aut
 # the notebook's one call
 
 
-def _float_list(name, values, low=0.0, closed="left"):
-    if isinstance(values, (int, float)):
-        values = [values]
-    values = list(values)
-    if not values:
-        raise ConfigError(f"The '{name}' parameter of low_rank.run must be a non-empty list. Got [] instead.")
-    for v in values:
-        check(name, v, Interval(float, low, math.inf, closed=closed), owner="low_rank.run (each entry)")
-    return sorted(float(v) for v in values)
-
-
-def _int_list(name, values, low, high):
-    if isinstance(values, int):
-        values = [values]
-    values = list(values)
-    if len(values) < 2:
-        raise ConfigError(f"The '{name}' parameter of low_rank.run needs at least 2 entries. Got {values!r} instead.")
-    for v in values:
-        check(name, v, Interval(int, low, high), owner="low_rank.run (each entry)")
-    return sorted(int(v) for v in values)
-
-
 def _per_seed(frame, seeds, fn):
     return [fn(frame[frame.seed == s]) for s in seeds]
 
@@ -291,9 +269,10 @@ def run(weight_decay: float = 0.3, weight_decays=(0.0, 0.1, 0.3, 1.0, 2.0), rank
         rank_steps: int = 800, rank_step_size: float = 0.1, sam_radii=(0.0, 0.2, 0.4, 0.6), sam_steps: int = 6000,
         sam_step_size: float = 0.2, seeds: int = 3, seed: int = 0, device: str = "auto") -> Result:
     """Train all three experiments (each seed a member of the same ensemble) and check the claims."""
-    weight_decays = _float_list("weight_decays", weight_decays)
-    ranks = _int_list("ranks", ranks, 1, WIDTH_INDEX)
-    sam_radii = _float_list("sam_radii", sam_radii)
+    non_negative = Interval(float, 0, math.inf, closed="left")
+    weight_decays = sorted(float(v) for v in check_each("weight_decays", weight_decays, non_negative, "low_rank.run"))
+    ranks = sorted(int(v) for v in check_each("ranks", ranks, Interval(int, 1, WIDTH_INDEX), "low_rank.run", at_least=2))
+    sam_radii = sorted(float(v) for v in check_each("sam_radii", sam_radii, non_negative, "low_rank.run"))
     check("seeds", seeds, Interval(int, 1, 10), owner="low_rank.run")
     seed_list = list(range(seed, seed + seeds))
     # every RunConfig is validated here, before anything trains, so a bad value fails fast

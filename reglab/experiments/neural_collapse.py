@@ -32,7 +32,7 @@ import torch
 
 from .. import charts
 from ..claims import Claim, Result
-from ..config import ConfigError, Interval, RunConfig, check, validate
+from ..config import ConfigError, Interval, RunConfig, check, check_each, validate
 from ..data import Dataset, make_dataset
 from ..engine import train
 from ..metrics import collapse
@@ -194,9 +194,8 @@ def run(step_size=0.05, batch_size=128, weight_decay=5e-4, rank=None, width=128,
     """Train `seeds` seeds at the settings, plus seed `seed` at each λ in `compare_weight_decay`, as one
     ensemble; compute NC1–NC4 over training and per layer; check the claims for every seed."""
     check("seeds", seeds, Interval(int, 1, 10), owner=OWNER)
-    compare = [float(l) for l in (compare_weight_decay or ())]
-    for l in compare:
-        check("compare_weight_decay", l, Interval(float, 0, math.inf), owner=OWNER)
+    compare = [float(l) for l in check_each("compare_weight_decay", compare_weight_decay or [], Interval(float, 0, math.inf),
+                                            OWNER, at_least=0)]
     base = config(step_size=step_size, batch_size=batch_size, weight_decay=weight_decay, rank=rank, width=width,
                   depth=depth, momentum=momentum, steps=steps, lr_schedule=lr_schedule, classes=classes,
                   imbalance=imbalance, n_train=n_train, seed=seed, device=device)

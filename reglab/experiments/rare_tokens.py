@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 
 from ..claims import Claim, Result, fmt_number
-from ..config import CONSTRAINTS, ConfigError, Interval, OneOf, RunConfig, check, validate
+from ..config import CONSTRAINTS, Interval, OneOf, RunConfig, check, check_each, validate
 from ..data import make_dataset
 from ..engine import train
 from ..metrics.tokens import (DEFAULT_EDGES, absent_tokens, bucket_example_counts, bucket_means, bucket_names,
@@ -201,17 +201,6 @@ def sweep_frames(run, stats: TokenStats) -> dict:
 # the notebook's one call
 
 
-def _float_list(name, values):
-    if isinstance(values, (int, float)) and not isinstance(values, bool):
-        values = [values]
-    values = list(values)
-    if not values:
-        raise ConfigError(f"The '{name}' parameter of rare_tokens.run must be a non-empty list of λ ≥ 0. Got [] instead.")
-    for v in values:
-        check(name, v, Interval(float, 0, math.inf, closed="left"), owner="rare_tokens.run (each entry)")
-    return [float(v) for v in values]
-
-
 def _losses(frame, split="train") -> dict:
     """{(seed, λ): {bucket_index: loss}} for members that did not diverge."""
     out = {}
@@ -234,7 +223,8 @@ def run(step_size: float = STEP_SIZE, batch_size: int | None = BATCH_SIZE, weigh
     """
     check("weight_decay", weight_decay, Interval(float, 0, math.inf, closed="neither"),
           owner="rare_tokens.run (the λ compared with λ = 0)")
-    lams = sorted(set(_float_list("weight_decays", weight_decays)) | {0.0, float(weight_decay)})
+    decays = check_each("weight_decays", weight_decays, Interval(float, 0, math.inf, closed="left"), "rare_tokens.run")
+    lams = sorted({float(v) for v in decays} | {0.0, float(weight_decay)})
     check("seeds", seeds, Interval(int, 1, 10), owner="rare_tokens.run")
     check("sgd_control", sgd_control, OneOf((True, False)), owner="rare_tokens.run")
     check("sgd_step_size", sgd_step_size, Interval(float, 0, math.inf, closed="neither"), owner="rare_tokens.run")

@@ -524,11 +524,10 @@ def _edges(values):
 
 
 def phase_chart(phase: pd.DataFrame, metric: str = "irrelevant_norm", title: str | None = None,
-                iso=(1e-3, 1e-2, 1e-1, 1.0), log_color: bool = False, n_train: int | None = None) -> alt.LayerChart:
+                iso=(1e-3, 1e-2, 1e-1, 1.0), log_color: bool = False) -> alt.LayerChart:
     """Heatmap of a final metric over (B, η) on log axes (full-batch GD as the right-most column) with
     iso-lines of the temperature η/B."""
     cells = phase.copy()
-    n = n_train or 10_000
     gd_b = max([b for b in cells.batch_size.dropna()] + [1]) * 4
     cells["b"] = cells.batch_size.fillna(gd_b).astype(float)
     be, ee = _edges(cells.b.unique()), _edges(cells.step_size.unique())

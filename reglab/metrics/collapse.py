@@ -130,8 +130,7 @@ def nc2(features: torch.Tensor, labels: torch.Tensor, n_classes: int | None = No
 
 def _frame_geometry(mt: torch.Tensor, C: int) -> dict:
     norms = mt.norm(dim=-1)  # [M, C]
-    unit = mt / norms.clamp_min(1e-300).unsqueeze(-1)
-    cos = unit @ unit.transpose(1, 2)
+    cos = pairwise_cosines(mt)
     off = ~torch.eye(C, dtype=torch.bool, device=mt.device)
     pairs = cos[:, off]  # [M, C(C−1)]
     g = mt @ mt.transpose(1, 2)
