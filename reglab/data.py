@@ -181,7 +181,10 @@ def random_features(n_train: int | None = None, seed: int = 0, width: int = 200,
     a wider set starts with the same features), targets of `linear_teacher` (noisy train, noiseless
     test), [n, 1]. A linear read-out (model="mlp", depth=0, loss="mse") is the random-features model."""
     _need("width", width, Interval(int, 1, 100_000), "random_features")
+    _need("d", d, Interval(int, 1, 10_000), "random_features")
     _need("k", k, Interval(int, 1, d), "random_features")
+    _need("label_noise", label_noise, Interval(float, 0, 100), "random_features")
+    _need("n_test", n_test, Interval(int, 1, 10**7), "random_features")
     n = _need("n_train", n_train or 200, Interval(int, 1, 10**7), "random_features")
     x, y, x_test, y_test = linear_teacher(n, seed, d, k, label_noise, n_test)
     w = feature_weights(d, width, [feature_seed])[0].float()

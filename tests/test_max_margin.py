@@ -21,9 +21,10 @@ def test_margins_and_angles_on_hand_examples():
     ref = torch.tensor([1.0, 0.0])
     torch.testing.assert_close(mg.one_minus_cos(w, ref), torch.full((2,), 1 - 1 / math.sqrt(2), dtype=torch.float64))
     torch.testing.assert_close(mg.angle_degrees(w, ref), torch.full((2,), 45.0, dtype=torch.float64))
-    # W0 of a linear model ([M, d, 1]) reads the same as [M, d]; a tiny angle has no cancellation
+    # a linear model's W0 ([M, 1, d] as stored, or [M, d, 1]) reads as [M, d]; a tiny angle has no cancellation
     tiny = torch.tensor([[[1.0], [1e-6]]], dtype=torch.float64)
     assert float(mg.one_minus_cos(tiny, ref)) == pytest.approx(0.5e-12, rel=1e-6)
+    assert float(mg.one_minus_cos(tiny.mT, ref)) == pytest.approx(0.5e-12, rel=1e-6)
     with pytest.raises(ValueError):
         mg.margins(w, x, torch.tensor([0.0, 1.0, 2.0]))
 
