@@ -24,7 +24,7 @@ import torch
 from . import transforms as T
 from .config import ConfigError, RunConfig, resolve_device, validate
 from .data import Dataset, make_dataset
-from .losses import LOSSES, accuracy
+from .losses import LOSSES, accuracy, objective
 from .models import build_model
 
 EVAL_CHUNK = 8192  # examples per forward pass when evaluating on a whole split
@@ -107,7 +107,8 @@ def _check_ensemble(configs: Sequence[RunConfig]) -> None:
                               f"only {', '.join(RunConfig.PER_MEMBER)} may differ.")
 
 
-def _optimizer(cfg: RunConfig, configs, mask, device, dtype) -> T.Transform:
+def _optimizer(cfg: RunConfig, configs, mask, device, dtype):
+    """(the chain that turns gradients into descent directions, the step that moves along them)."""
     member = lambda name, none=math.inf: torch.tensor(
         [none if getattr(c, name) is None else float(getattr(c, name)) for c in configs], device=device, dtype=dtype)
     links = []
@@ -124,8 +125,7 @@ def _optimizer(cfg: RunConfig, configs, mask, device, dtype) -> T.Transform:
         links.append(T.momentum(member("momentum")))
     if cfg.decay == "decoupled" and decays:
         links.append(T.add_decayed_weights(member("weight_decay"), mask))
-    links.append(T.scale_by_schedule(member("step_size"), T.schedule(cfg.lr_schedule, cfg.steps)))
-    return T.chain(*links)
+    return T.chain(*links), T.descend(member("step_size"), T.schedule(cfg.lr_schedule, cfg.steps))
 
 
 class _Batches:
@@ -177,13 +177,12 @@ def _gather(t: torch.Tensor, idx):
     return t if idx is None else t.index_select(0, idx.reshape(-1)).view(*idx.shape, *t.shape[1:])
 
 
-def _sam_gradient(loss_fn, params, grads, radius):
+def _sam_gradient(model, params, x, batch_objective, grads, radius):
     """Sharpness-aware minimization: the gradient at w + ρ g/‖g‖, per member."""
     norm = T.member_norm(grads)
     scale = radius / (norm + 1e-12)
     shifted = {k: (p + T.per_member(scale, p) * grads[k]).detach().requires_grad_() for k, p in params.items()}
-    loss = loss_fn(shifted)
-    return dict(zip(shifted, torch.autograd.grad(loss.sum(), list(shifted.values()))))
+    return model.value_and_grad(shifted, x, batch_objective)[1]
 
 
 def evaluate(model, params, data: Dataset, loss_name: str, memo: dict | None = None) -> dict:
@@ -248,15 +247,14 @@ def train(configs: RunConfig | Sequence[RunConfig], data: Dataset | None = None,
     model = build_model(cfg, data)
     params = model.init(generators, device, dtype)
     mask = model.decay_mask(params, cfg.decay_biases)
-    opt = _optimizer(cfg, configs, mask, device, dtype)
+    opt, descend = _optimizer(cfg, configs, mask, device, dtype)
     opt_state = opt.init(params)
     batches = _Batches(generators, [c.batch_size or n for c in configs], n, device, dtype)
-    loss_fn_ex = LOSSES[cfg.loss]
     sam_radius = torch.tensor([c.sam_radius for c in configs], device=device, dtype=dtype)
     sam_until = int(cfg.sam_fraction * cfg.steps) if bool((sam_radius > 0).any()) else 0
     should_stop = stop.is_set if isinstance(stop, threading.Event) else (stop or (lambda: False))
 
-    alive = torch.ones(M, dtype=torch.bool, device=device)
+    alive, all_alive = torch.ones(M, dtype=torch.bool, device=device), True
     diverged_at = torch.full((M,), -1, dtype=torch.long, device=device)
     step_losses = torch.zeros(cfg.steps, M, dtype=dtype, device=device)
     limit = None
@@ -287,13 +285,11 @@ def train(configs: RunConfig | Sequence[RunConfig], data: Dataset | None = None,
             break
         idx, w = batches.next()
         x, y = _gather(data.x_train, idx), _gather(data.y_train, idx)
-        batch_loss = lambda p: (loss_fn_ex(model(p, x), y) * w).sum(-1) if w is not None else loss_fn_ex(model(p, x), y).mean(-1)
-        loss = batch_loss(params)
-        grads = dict(zip(params, torch.autograd.grad(loss.sum(), leaves)))
+        batch_objective = objective(cfg.loss, y, w)
+        loss, grads = model.value_and_grad(params, x, batch_objective)
         if step <= sam_until:
-            grads = _sam_gradient(batch_loss, params, grads, sam_radius)
+            grads = _sam_gradient(model, params, x, batch_objective, grads, sam_radius)
         with torch.no_grad():
-            loss = loss.detach()
             step_losses[step - 1] = loss
             if limit is None:
                 limit = DIVERGENCE_FACTOR * torch.clamp(loss.abs(), min=1.0)
@@ -301,12 +297,9 @@ def train(configs: RunConfig | Sequence[RunConfig], data: Dataset | None = None,
             if bool(bad.any()):  # rare: record the step, freeze the member at its last finite parameters
                 diverged_at = torch.where(bad & alive, torch.full_like(diverged_at, step), diverged_at)
                 alive = alive & ~bad
-            updates, opt_state = opt.update(grads, opt_state, params)
-            if bool(alive.all()):
-                torch._foreach_add_(leaves, [updates[k] for k in params])
-            else:
-                for k, p in params.items():
-                    p.copy_(torch.where(T.per_member(alive, p), p + updates[k], p))
+                all_alive = bool(alive.all())
+            directions, opt_state = opt.update(grads, opt_state, params)
+            descend(leaves, [directions[k] for k in params], step - 1, None if all_alive else alive)
         if step % cfg.eval_every == 0 or step == cfg.steps:
             record(step)
         if bar is not None:

@@ -50,6 +50,44 @@ LOSSES = {"ce": cross_entropy, "stablemax_ce": stablemax_cross_entropy, "mse": s
           "logistic": logistic}
 
 
+def _cross_entropy_and_grad(out, y):
+    log_p = torch.log_softmax(out, -1)
+    y = _targets(y, out.shape[0]).unsqueeze(-1)
+    grad = log_p.exp()
+    grad.scatter_add_(-1, y, torch.full(y.shape, -1.0, dtype=out.dtype, device=out.device))  # softmax − one-hot
+    return -log_p.gather(-1, y).squeeze(-1), grad
+
+
+def _square_and_grad(out, y):
+    y = _targets(y, out.shape[0])
+    residual = out - (F.one_hot(y, out.shape[-1]).to(out.dtype) if not y.is_floating_point() else y)
+    return 0.5 * residual.pow(2).sum(-1), residual
+
+
+# per-example loss [M, B] and its derivative by the outputs [M, B, C], written out: an autograd call costs
+# more than the arithmetic at training-step sizes (~70 µs fixed; benchmarks/sweep.py)
+LOSS_AND_GRADS = {"ce": _cross_entropy_and_grad, "mse": _square_and_grad}
+
+
+def objective(name: str, y, weights=None):
+    """The training objective on a batch as a function `out -> (loss [M], dloss/dout [M, B, C])`: per member
+    Σ_b weights[m, b]·ℓ(out_b, y_b), or the mean over the batch when weights is None. Models backpropagate
+    dloss/dout through themselves (models.autograd_value_and_grad, MLP.value_and_grad)."""
+    def value_and_grad(out):
+        if name in LOSS_AND_GRADS:
+            per_example, grad = LOSS_AND_GRADS[name](out, y)
+        else:
+            with torch.enable_grad():
+                leaf = out.detach().requires_grad_()
+                per_example = LOSSES[name](leaf, y)
+                (grad,) = torch.autograd.grad(per_example.sum(), leaf)
+            per_example = per_example.detach()
+        w = torch.full_like(per_example, 1.0 / per_example.shape[-1]) if weights is None else weights
+        return (per_example * w).sum(-1), grad.mul_(w.unsqueeze(-1))
+
+    return value_and_grad
+
+
 def accuracy(out, y):
     """Per-example correctness [M, B] (float): argmax for classes, sign for ±1 targets; None for regression."""
     M = out.shape[0]

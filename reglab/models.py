@@ -23,6 +23,25 @@ def identity(h):
 
 
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "gelu": F.gelu, "linear": identity}
+# dL/dz from dL/da for a = act(z): PyTorch's own backward kernels, called without building a graph
+ACTIVATION_GRADS = {"relu": lambda d, z, a: torch.ops.aten.threshold_backward(d, a, 0.0),
+                    "tanh": lambda d, z, a: torch.ops.aten.tanh_backward(d, a),
+                    "gelu": lambda d, z, a: torch.ops.aten.gelu_backward(d, z),
+                    "linear": lambda d, z, a: d}
+
+
+def _mm(a, b):
+    """a @ b, as torch.bmm when both are batched: matmul would first copy a transposed view into a
+    contiguous tensor (a third of the backward pass's time at sweep sizes)."""
+    return torch.bmm(a, b) if a.dim() == b.dim() == 3 else a @ b
+
+
+def autograd_value_and_grad(model, params, x, objective):
+    """(loss [M], {name: gradient}) by autograd through the whole model: any model whose parameters require
+    grad. `objective(out) -> (loss [M], dloss/dout)` is the loss on the batch (losses.objective)."""
+    out = model(params, x)
+    loss, d_out = objective(out.detach())
+    return loss, dict(zip(params, torch.autograd.grad(out, list(params.values()), d_out)))
 
 
 def _uniform(generators, shape, bound, device, dtype):
@@ -52,7 +71,7 @@ class MLP:
     def __init__(self, input_dim, output_dim, width=100, depth=2, activation="relu", rank=None, rank_layer=None,
                  bias=True, batchnorm=False, output_scale=1.0, center_output=False):
         self.dims = [input_dim] + [width] * depth + [output_dim]
-        self.act = ACTIVATIONS[activation]
+        self.activation, self.act = activation, ACTIVATIONS[activation]
         self.rank, self.rank_layer = rank, (min(1, depth) if rank_layer is None else rank_layer)
         self.bias, self.batchnorm = bias, batchnorm
         self.output_scale, self.center_output = output_scale, center_output
@@ -88,14 +107,14 @@ class MLP:
         if f"W{i}" in params:
             w = params[f"W{i}"]
         else:
-            h, w = params[f"U{i}"].mT @ h, params[f"V{i}"].mT  # never forms U V: cheaper for small r
+            h, w = _mm(params[f"U{i}"].mT, h), params[f"V{i}"].mT  # never forms U V: cheaper for small r
         if h.dim() == 2:  # shared inputs: all members' rows stacked into one GEMM
             M, out, d = w.shape
             flat = w.reshape(M * out, d)
             h = torch.mm(flat, h) if bias is None else torch.addmm(bias.reshape(M * out, 1), flat, h)
             return h.view(M, out, -1)
         if bias is None:
-            return w @ h
+            return _mm(w, h)
         return torch.baddbmm(bias.unsqueeze(-1), w, h)  # bias add fused into the batched matmul
 
     def _hidden(self, params, x) -> list:
@@ -126,15 +145,78 @@ class MLP:
     def _readout(self, params, x, hidden):
         return self._layer(params, len(self.dims) - 2, hidden[-1] if hidden else x.mT).mT
 
+    def _scaled(self, out, x):
+        """The network's output as the model reports it: α·(f − f₀) when centered, α·f otherwise."""
+        if self.center_output:
+            return self.output_scale * (out - self._readout(self.initial, x, self._hidden(self.initial, x)).detach())
+        return out if self.output_scale == 1.0 else self.output_scale * out
+
     def forward(self, params, x):
         """(outputs [M, B, out], hidden features as `features` gives them) from one pass."""
         hidden = self._hidden(params, x)
-        out = self._readout(params, x, hidden)
-        if self.center_output:
-            out = self.output_scale * (out - self._readout(self.initial, x, self._hidden(self.initial, x)).detach())
-        elif self.output_scale != 1.0:
-            out = self.output_scale * out
-        return out, [h.mT for h in hidden]
+        return self._scaled(self._readout(params, x, hidden), x), [h.mT for h in hidden]
+
+    def value_and_grad(self, params, x, objective):
+        """(loss [M], {name: gradient}) with the backward pass written out, micrograd style: each forward
+        piece leaves a function that maps dL/d(its output) to dL/d(its input) and fills in its parameters'
+        gradients. Those are a few batched matmuls and PyTorch's own fused backward kernels (activation,
+        group norm), with no autograd graph. Same gradients as autograd to float rounding
+        (tests/test_engine.py); ~1.8× faster per training step (benchmarks/sweep.py)."""
+        if self.batchnorm and x.shape[-2] == 1:  # group norm has no one-value groups: see _batchnorm
+            return autograd_value_and_grad(self, params, x, objective)
+        grads, backward = {}, []
+        with torch.no_grad():
+            h = x.mT
+            for i in range(len(self.dims) - 1):
+                h = self._linear_taped(params, i, h, grads, backward)
+                if i < len(self.dims) - 2:
+                    if self.batchnorm:
+                        h = self._batchnorm_taped(params, i, h, grads, backward)
+                    h = self._activation_taped(h, backward)
+            loss, d = objective(self._scaled(h.mT, x))
+            d = d.mT if self.output_scale == 1.0 else self.output_scale * d.mT  # f₀ has no gradient
+            for back in reversed(backward):
+                d = back(d)
+        return loss, {k: grads[k] for k in params}
+
+    def _linear_taped(self, params, i, h, grads, backward):
+        z = self._layer(params, i, h)
+
+        def back(d):  # d = dL/dz [M, out, B]; h is [M, in, B], or [in, B] shared (matmul broadcasts it)
+            if f"b{i}" in params:
+                grads[f"b{i}"] = d.sum(-1)
+            if f"W{i}" in params:
+                grads[f"W{i}"] = _mm(d, h.mT)
+                return None if i == 0 else _mm(params[f"W{i}"].mT, d)
+            U, V = params[f"U{i}"], params[f"V{i}"]
+            t = _mm(U.mT, h)  # recomputed rather than kept: r is small
+            grads[f"V{i}"] = _mm(t, d.mT)
+            dt = _mm(V, d)
+            grads[f"U{i}"] = _mm(h, dt.mT)
+            return None if i == 0 else _mm(U, dt)
+
+        backward.append(back)
+        return z
+
+    def _batchnorm_taped(self, params, i, h, grads, backward):
+        M, d, B = h.shape  # the forward pass of _batchnorm, keeping the statistics its backward needs
+        flat, gain = h.reshape(1, M * d, B), params[f"gain{i}"].reshape(-1)
+        y, mean, rstd = torch.ops.aten.native_group_norm(flat, gain, params[f"shift{i}"].reshape(-1), 1, M * d, B,
+                                                         M * d, 1e-5)
+
+        def back(dy):
+            dx, dgain, dshift = torch.ops.aten.native_group_norm_backward(
+                dy.reshape(1, M * d, B), flat, mean, rstd, gain, 1, M * d, B, M * d, [True, True, True])
+            grads[f"gain{i}"], grads[f"shift{i}"] = dgain.view(M, d), dshift.view(M, d)
+            return dx.view(M, d, B)
+
+        backward.append(back)
+        return y.view(M, d, B)
+
+    def _activation_taped(self, z, backward):
+        a, grad = self.act(z), ACTIVATION_GRADS[self.activation]
+        backward.append(lambda d: grad(d, z, a))
+        return a
 
     def __call__(self, params, x):
         return self.forward(params, x)[0]
@@ -170,6 +252,8 @@ class Bigram:
 
     def __call__(self, params, x):
         return self.forward(params, x)[0]
+
+    value_and_grad = autograd_value_and_grad
 
     def decay_mask(self, params, decay_biases=False) -> dict:
         return {k: k != "b" or decay_biases for k in params}
@@ -268,6 +352,8 @@ class Transformer:
 
     def __call__(self, params, x):
         return self.forward(params, x)[0]
+
+    value_and_grad = autograd_value_and_grad
 
     def decay_mask(self, params, decay_biases=False) -> dict:
         """nanoGPT's rule: embeddings and weight matrices (≥ 2 dims per member) decay; biases and LayerNorm

@@ -4,8 +4,10 @@ A transform is a pair (init, update): `init(params) -> state`, `update(grads, st
 (updates, state)`. Hyperparameters are tensors with one value per ensemble member ([M]), so one
 chain trains a whole sweep. An optimizer is a chain; regularizers are links in it:
 
-    sgd + coupled L2:   chain(add_l2(λ, mask), momentum(μ), scale(-η))
-    AdamW:              chain(adam(β1, β2), add_decayed_weights(λ, mask), scale(-η))
+    sgd + coupled L2:   chain(add_l2(λ, mask), momentum(μ))            then descend(η, schedule)
+    AdamW:              chain(adam(β1, β2), add_decayed_weights(λ, mask))  then descend(η, schedule)
+
+The chain turns gradients into descent directions; `descend` takes the step along them.
 """
 from __future__ import annotations
 
@@ -145,18 +147,25 @@ def add_decayed_weights(weight_decay: torch.Tensor, mask: dict) -> Transform:
     return _plus_decay(weight_decay, mask)
 
 
-def scale_by_schedule(step_size: torch.Tensor, schedule: Callable[[int], float]) -> Transform:
-    """Multiply by −η·schedule(t): the final link that turns a direction into a step."""
+def descend(step_size: torch.Tensor, schedule: Callable[[int], float]) -> Callable:
+    """The step itself, after the chain: w ← w − η·schedule(t)·d for each member, as one fused multiply-add
+    over all tensors (the update −η·d is never stored). Members where `alive` is False stay where they are.
+
+        step = descend(η, schedule);  step(leaves, directions, t, alive=None)
+    """
     factors = {}  # per-member factors shaped for each parameter, remade only when the schedule moves
 
-    def update(updates, state, params):
-        scale = schedule(state)
+    def step(leaves: list, directions: list, t: int, alive: torch.Tensor | None = None) -> None:
+        scale = schedule(t)
         if factors.get("scale") != scale:
             factors.update(scale=scale, views=_member_views(-step_size * scale))
-        u = list(updates.values())
-        return dict(zip(updates, torch._foreach_mul(u, factors["views"](u)))), state + 1
+        if alive is None:
+            torch._foreach_addcmul_(leaves, directions, factors["views"](directions))
+            return
+        for p, d, f in zip(leaves, directions, factors["views"](directions)):  # rare: some member diverged
+            p.copy_(torch.where(per_member(alive, p), p + f * d, p))
 
-    return Transform(lambda params: 0, update)
+    return step
 
 
 def schedule(kind: str, steps: int) -> Callable[[int], float]:
