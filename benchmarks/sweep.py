@@ -1,8 +1,10 @@
 """Sweep benchmark: 16 MNIST-1D MLPs (40-100-100-10, SGD, B = 32, 2000 steps, 16 step sizes) trained
 as one reglab ensemble vs a sequential plain-PyTorch loop (nn.Sequential + torch.optim.SGD), both
-measured in this run. Prints the ratio; ends with `RESULT sweep <ratio>`.
+measured in this run. Prints the ratio; ends with `RESULT sweep <ratio>`. Also times the same ensemble
+with autograd through the whole network instead of the MLP's written-out backward pass, and prints
+that ratio too (`RESULT sweep_backward`: what writing the backward out buys).
 
-    .venv/bin/python benchmarks/sweep.py [--steps 2000] [--members 16] [--device auto]
+    .venv/bin/python benchmarks/sweep.py [--steps 2000] [--members 16] [--device auto] [--threads 1] [--rounds 3]
 """
 import argparse
 import os
@@ -12,6 +14,9 @@ import torch
 
 from reglab import RunConfig, make_dataset, train
 from reglab.config import resolve_device
+from reglab.models import MLP, autograd_value_and_grad
+
+written_out = MLP.value_and_grad
 
 
 def plain_loop(data, step_sizes, steps, batch, device):
@@ -37,6 +42,7 @@ def main():
     ap.add_argument("--members", type=int, default=16)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=3, help="ensemble timings per backward (median reported)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.environ["REGLAB_THREADS"] = str(args.threads)  # the engine sets its own thread count from this
@@ -51,14 +57,31 @@ def main():
     t = time.perf_counter()
     plain_loop(data, step_sizes, args.steps, 32, device)
     t_plain = time.perf_counter() - t
-    t = time.perf_counter()
-    run = train(configs, progress=False)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t_ens = time.perf_counter() - t
+    def timed_ensemble():
+        t = time.perf_counter()
+        run = train(configs, progress=False)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t, run
+
+    times = {"written": [], "autograd": []}
+    for _ in range(args.rounds):  # interleaved, medians: the machine is shared and noisy
+        for backward in times:  # the same engine, with autograd through the whole network or not
+            MLP.value_and_grad = written_out if backward == "written" else autograd_value_and_grad
+            t, runs = timed_ensemble()
+            times[backward].append(t)
+            if backward == "written":
+                run = runs
+            else:
+                run_autograd = runs
+    MLP.value_and_grad = written_out
+    t_ens, t_autograd = (sorted(v)[len(v) // 2] for v in times.values())
+    gap = (run.summary.train_loss - run_autograd.summary.train_loss).abs().max()
     print(f"device {device}, threads {torch.get_num_threads()}, {args.members} members × {args.steps} steps")
     print(f"sequential plain PyTorch: {t_plain:.2f} s")
-    print(f"reglab batched ensemble:  {t_ens:.2f} s   (final train acc {run.summary.train_acc.min():.2f}–{run.summary.train_acc.max():.2f})")
+    print(f"reglab batched ensemble:  {t_ens:.2f} s (median of {args.rounds})   (final train acc {run.summary.train_acc.min():.2f}–{run.summary.train_acc.max():.2f})")
+    print(f"  the same with autograd: {t_autograd:.2f} s   (largest final train-loss difference {gap:.1e})")
+    print(f"RESULT sweep_backward {t_autograd / t_ens:.2f}")
     print(f"RESULT sweep {t_plain / t_ens:.2f}")
 
 

@@ -1,7 +1,8 @@
 """Gradient transformations, optax style: small, pure, composable.
 
 A transform is a pair (init, update): `init(params) -> state`, `update(grads, state, params) ->
-(updates, state)`. Hyperparameters are tensors with one value per ensemble member ([M]), so one
+(updates, state)`. A chain owns the gradients handed to it (the engine makes fresh ones every step and
+never reads them again), so links update them in place, as torch.optim does: no new tensors per step. Hyperparameters are tensors with one value per ensemble member ([M]), so one
 chain trains a whole sweep. An optimizer is a chain; regularizers are links in it:
 
     sgd + coupled L2:   chain(add_l2(λ, mask), momentum(μ))            then descend(η, schedule)
@@ -53,7 +54,7 @@ def clip_by_global_norm(max_norm: torch.Tensor) -> Transform:
     """Rescale each member's whole gradient to norm ≤ max_norm (inf: no clipping)."""
     def fn(grads, params):
         factor = torch.clamp(max_norm / (member_norm(grads) + 1e-12), max=1.0)
-        return {k: g * per_member(factor, g) for k, g in grads.items()}
+        return {k: g.mul_(per_member(factor, g)) for k, g in grads.items()}
     return _stateless(fn)
 
 
@@ -71,12 +72,12 @@ def _member_views(values: torch.Tensor):
     return views
 
 
-def _masked(fn, tree: dict, mask: dict, params: dict) -> dict:
-    """Apply fn(list of tree entries, list of matching params) -> list to the masked entries only."""
+def _masked(fn_, tree: dict, mask: dict, params: dict) -> dict:
+    """Apply the in-place fn_(list of tree entries, list of matching params) to the masked entries only."""
     keys = [k for k in tree if mask[k]]
-    if not keys:
-        return tree
-    return {**tree, **dict(zip(keys, fn([tree[k] for k in keys], [params[k] for k in keys])))}
+    if keys:
+        fn_([tree[k] for k in keys], [params[k] for k in keys])
+    return tree
 
 
 # The links below use torch._foreach_* ops: one C++ call per link for all parameters instead of one
@@ -87,7 +88,7 @@ def _plus_decay(weight_decay: torch.Tensor, mask: dict) -> Transform:
     """Add λ·w to the masked entries of whatever reaches this link."""
     views = _member_views(weight_decay)
     return _stateless(lambda tree, params: _masked(
-        lambda t, p: torch._foreach_addcmul(t, views(p), p), tree, mask, params))
+        lambda t, p: torch._foreach_addcmul_(t, views(p), p), tree, mask, params))
 
 
 def add_l2(weight_decay: torch.Tensor, mask: dict) -> Transform:
@@ -116,9 +117,10 @@ def momentum(beta: torch.Tensor) -> Transform:
         return {k: torch.zeros_like(p) for k, p in params.items()}
 
     def update(grads, state, params):
-        bufs = [state[k] for k in grads]
-        new = dict(zip(grads, torch._foreach_addcmul(list(grads.values()), views(bufs), bufs)))
-        return new, new
+        bufs, g = [state[k] for k in grads], list(grads.values())
+        torch._foreach_addcmul_(g, views(bufs), bufs)  # g ← g + β·buf
+        torch._foreach_copy_(bufs, g)  # a copy, not the same tensors: later links may change g in place
+        return grads, state
 
     return Transform(init, update)
 

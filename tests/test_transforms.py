@@ -61,3 +61,25 @@ def test_shared_and_per_member_inputs_give_the_same_outputs():
         gathered = model(params, data.x_train.expand(3, *data.x_train.shape))
         assert shared.shape == (3, 100, 10)
         torch.testing.assert_close(shared, gathered, rtol=1e-5, atol=1e-5)
+
+
+def test_links_that_work_in_place_keep_their_state_apart():
+    """Momentum then decoupled decay: the decay added to this step's direction must not leak into the
+    momentum buffer (links update the gradients they are handed in place)."""
+    from reglab import transforms as T
+
+    g = torch.Generator().manual_seed(0)
+    params = {"W": torch.randn(2, 3, 4, generator=g), "b": torch.randn(2, 3, generator=g)}
+    beta, lam = torch.tensor([0.9, 0.5]), torch.tensor([0.1, 0.0])
+    opt = T.chain(T.momentum(beta), T.add_decayed_weights(lam, {"W": True, "b": False}))
+    state = opt.init(params)
+    buf = {k: torch.zeros_like(p) for k, p in params.items()}
+    for _ in range(4):
+        grads = {k: torch.randn(p.shape, generator=g) for k, p in params.items()}
+        expected = {}
+        for k, p in params.items():
+            buf[k] = T.per_member(beta, p) * buf[k] + grads[k]
+            expected[k] = buf[k] + (T.per_member(lam, p) * p if k == "W" else 0)
+        directions, state = opt.update({k: v.clone() for k, v in grads.items()}, state, params)
+        for k in params:
+            torch.testing.assert_close(directions[k], expected[k])

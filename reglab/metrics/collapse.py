@@ -184,7 +184,7 @@ def ncc_predictions(features: torch.Tensor, means: torch.Tensor) -> torch.Tensor
     argmin_c ‖h − μ_c‖² = argmin_c (‖μ_c‖² − 2 h·μ_c)."""
     h = _stacked(features)
     means = means.to(h.dtype)
-    return (means.pow(2).sum(-1).unsqueeze(1) - 2 * h @ means.transpose(1, 2)).argmin(-1)
+    return (means.pow(2).sum(-1).unsqueeze(1) - 2 * (h @ means.transpose(1, 2))).argmin(-1)  # scale n×C, not n×d
 
 
 def _nc4(st: _Stats, w: torch.Tensor, bias) -> torch.Tensor:
