@@ -65,7 +65,7 @@ def _square_and_grad(out, y):
 
 
 # per-example loss [M, B] and its derivative by the outputs [M, B, C], written out: an autograd call costs
-# more than the arithmetic at training-step sizes (~70 µs fixed; benchmarks/sweep.py)
+# more than the arithmetic at training-step sizes (~70 µs fixed; benchmarks/README.md)
 LOSS_AND_GRADS = {"ce": _cross_entropy_and_grad, "mse": _square_and_grad}
 
 

@@ -161,7 +161,8 @@ class MLP:
         piece leaves a function that maps dL/d(its output) to dL/d(its input) and fills in its parameters'
         gradients. Those are a few batched matmuls and PyTorch's own fused backward kernels (activation,
         group norm), with no autograd graph. Same gradients as autograd to float rounding
-        (tests/test_engine.py); ~1.8× faster per training step (benchmarks/sweep.py)."""
+        (tests/test_engine.py); 1.1–1.2× faster than autograd through the same model
+        (benchmarks/README.md)."""
         if self.batchnorm and x.shape[-2] == 1:  # group norm has no one-value groups: see _batchnorm
             return autograd_value_and_grad(self, params, x, objective)
         grads, backward = {}, []

@@ -1,9 +1,10 @@
-"""Gradient transformations, optax style: small, pure, composable.
+"""Gradient transformations, optax style: small and composable.
 
 A transform is a pair (init, update): `init(params) -> state`, `update(grads, state, params) ->
-(updates, state)`. A chain owns the gradients handed to it (the engine makes fresh ones every step and
-never reads them again), so links update them in place, as torch.optim does: no new tensors per step. Hyperparameters are tensors with one value per ensemble member ([M]), so one
-chain trains a whole sweep. An optimizer is a chain; regularizers are links in it:
+(updates, state)`. Hyperparameters are tensors with one value per ensemble member ([M]), so one chain
+trains a whole sweep. A chain owns the gradients handed to it (the engine makes fresh ones every step
+and never reads them again), so links update them in place, as torch.optim does: no new tensors per
+step. An optimizer is a chain; regularizers are links in it:
 
     sgd + coupled L2:   chain(add_l2(λ, mask), momentum(μ))            then descend(η, schedule)
     AdamW:              chain(adam(β1, β2), add_decayed_weights(λ, mask))  then descend(η, schedule)
