@@ -41,7 +41,8 @@ def autograd_value_and_grad(model, params, x, objective):
     grad. `objective(out) -> (loss [M], dloss/dout)` is the loss on the batch (losses.objective)."""
     out = model(params, x)
     loss, d_out = objective(out.detach())
-    return loss, dict(zip(params, torch.autograd.grad(out, list(params.values()), d_out)))
+    grads = torch.autograd.grad(out, list(params.values()), d_out, materialize_grads=True)  # unused: zeros
+    return loss, dict(zip(params, grads))
 
 
 def _uniform(generators, shape, bound, device, dtype):

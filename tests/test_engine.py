@@ -185,3 +185,11 @@ def test_datasets_are_deterministic_and_local():
     assert ((s.x_train @ w).abs() >= 0.2 - 1e-6).all()
     with pytest.raises(ConfigError, match="'k' parameter of sparse_teacher"):
         make_dataset("sparse_teacher", d=3, k=5)
+
+
+def test_batchnorm_with_batches_of_one_trains():
+    """With one example per batch the normalized value is 0 whatever the gain: the gain's gradient is 0,
+    not an error (autograd's 'unused tensor')."""
+    run = train(SMALL.replace(batchnorm=True, batch_size=1, steps=10, eval_every=5), progress=False)
+    assert np.isfinite(run.summary.train_loss[0]) and run.diverged_step(0) is None
+    torch.testing.assert_close(run.params["gain0"], torch.ones_like(run.params["gain0"]))
