@@ -238,6 +238,10 @@ def train(configs: RunConfig | Sequence[RunConfig], data: Dataset | None = None,
         data = make_dataset(cfg.data, cfg.n_train, cfg.data_seed, **cfg.data_options)
     for c in configs:
         validate(c, n_train=data.n_train)
+    sizes = sorted({c.batch_size or data.n_train for c in configs})
+    if cfg.batchnorm and len(sizes) > 1:  # a smaller batch is padded, and padding would enter its statistics
+        raise ConfigError(f"BatchNorm members of one ensemble must share 'batch_size' (got {', '.join(map(str, sizes))}): "
+                          f"train each batch size as its own run.")
     device, dtype = resolve_device(cfg.device), getattr(torch, cfg.dtype)
     if device.type == "cpu":
         torch.set_num_threads(default_threads())

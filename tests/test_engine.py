@@ -187,6 +187,11 @@ def test_datasets_are_deterministic_and_local():
         make_dataset("sparse_teacher", d=3, k=5)
 
 
+def test_batchnorm_members_must_share_a_batch_size():
+    with pytest.raises(ConfigError, match="BatchNorm members of one ensemble must share 'batch_size'"):
+        train([SMALL.replace(batchnorm=True, batch_size=b) for b in (8, 16)], progress=False)
+
+
 def test_batchnorm_with_batches_of_one_trains():
     """With one example per batch the normalized value is 0 whatever the gain: the gain's gradient is 0,
     not an error (autograd's 'unused tensor')."""

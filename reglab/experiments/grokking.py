@@ -239,11 +239,6 @@ def tidy(run, variant: str, offset: int = 0) -> pd.DataFrame:
     return f
 
 
-def _final(frame: pd.DataFrame, metric: str) -> pd.Series:
-    rows = frame[(frame.metric == metric) & frame.value.notna()].sort_values("step")
-    return rows.groupby("run")["value"].last()
-
-
 def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per member: variant, seed, λ, η, final train/test accuracy, peak test accuracy, the steps
     where train first reached 99 % and test 90 %, their ratio, the regime, diverged_at, and the final
