@@ -64,19 +64,16 @@ def main():
             torch.cuda.synchronize()
         return time.perf_counter() - t, run
 
-    times = {"written": [], "autograd": []}
+    times, runs = {"written": [], "autograd": []}, {}
     for _ in range(args.rounds):  # interleaved, medians: the machine is shared and noisy
         for backward in times:  # the same engine, with autograd through the whole network or not
             MLP.value_and_grad = written_out if backward == "written" else autograd_value_and_grad
-            t, runs = timed_ensemble()
+            t, runs[backward] = timed_ensemble()
             times[backward].append(t)
-            if backward == "written":
-                run = runs
-            else:
-                run_autograd = runs
     MLP.value_and_grad = written_out
     t_ens, t_autograd = (sorted(v)[len(v) // 2] for v in times.values())
-    gap = (run.summary.train_loss - run_autograd.summary.train_loss).abs().max()
+    run = runs["written"]
+    gap = (run.summary.train_loss - runs["autograd"].summary.train_loss).abs().max()
     print(f"device {device}, threads {torch.get_num_threads()}, {args.members} members × {args.steps} steps")
     print(f"sequential plain PyTorch: {t_plain:.2f} s")
     print(f"reglab batched ensemble:  {t_ens:.2f} s (median of {args.rounds})   (final train acc {run.summary.train_acc.min():.2f}–{run.summary.train_acc.max():.2f})")

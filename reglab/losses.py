@@ -30,12 +30,15 @@ def stablemax_cross_entropy(out, y):
     return -torch.log(prob)
 
 
+def _residual(out, y):
+    """f(x) − y, with one-hot y for classes: [M, B, C]."""
+    y = _targets(y, out.shape[0])
+    return out - (F.one_hot(y, out.shape[-1]).to(out.dtype) if not y.is_floating_point() else y)
+
+
 def square(out, y):
     """Cohen et al.'s square loss: ½‖f(x) − y‖² summed over outputs (one-hot y for classes)."""
-    M, B, C = out.shape
-    y = _targets(y, M)
-    target = F.one_hot(y, C).to(out.dtype) if not y.is_floating_point() else y
-    return 0.5 * (out - target).pow(2).sum(-1)
+    return 0.5 * _residual(out, y).pow(2).sum(-1)
 
 
 def hinge(out, y):
@@ -59,8 +62,7 @@ def _cross_entropy_and_grad(out, y):
 
 
 def _square_and_grad(out, y):
-    y = _targets(y, out.shape[0])
-    residual = out - (F.one_hot(y, out.shape[-1]).to(out.dtype) if not y.is_floating_point() else y)
+    residual = _residual(out, y)
     return 0.5 * residual.pow(2).sum(-1), residual
 
 

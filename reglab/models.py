@@ -134,14 +134,22 @@ class MLP:
         return [h.mT for h in self._hidden(params, x)]
 
     @staticmethod
-    def _batchnorm(h, gain, shift):
-        """Per-member batch norm on [M, d, B]. Every (member, feature) is one group of PyTorch's fused
-        group norm, which then normalizes over the batch: half the time of F.batch_norm on the same
-        tensor, forward and backward, in a micro-benchmark of these shapes."""
+    def _group_norm(h, gain, shift):
+        """Per-member batch norm on [M, d, B] (B ≥ 2). Every (member, feature) is one group of PyTorch's fused
+        group norm, which then normalizes over the batch: half the time of F.batch_norm on the same tensor,
+        forward and backward, in a micro-benchmark of these shapes. Returns the normalized [M, d, B] and
+        what its backward kernel needs (input as groups, means, reciprocal deviations)."""
         M, d, B = h.shape
-        if B == 1:  # group norm refuses a group of one value; the normalized value is 0 either way
-            return shift.unsqueeze(-1).expand(M, d, 1) + 0 * h
-        return F.group_norm(h.reshape(1, M * d, B), M * d, gain.reshape(-1), shift.reshape(-1), eps=1e-5).view(M, d, B)
+        groups = h.reshape(1, M * d, B)
+        y, mean, rstd = torch.ops.aten.native_group_norm(groups, gain.reshape(-1), shift.reshape(-1), 1, M * d, B,
+                                                         M * d, 1e-5)
+        return y.view(M, d, B), (groups, mean, rstd)
+
+    @classmethod
+    def _batchnorm(cls, h, gain, shift):
+        if h.shape[-1] == 1:  # group norm refuses a group of one value; the normalized value is 0 either way
+            return shift.unsqueeze(-1).expand(*h.shape) + 0 * h
+        return cls._group_norm(h, gain, shift)[0]
 
     def _readout(self, params, x, hidden):
         return self._layer(params, len(self.dims) - 2, hidden[-1] if hidden else x.mT).mT
@@ -201,19 +209,18 @@ class MLP:
         return z
 
     def _batchnorm_taped(self, params, i, h, grads, backward):
-        M, d, B = h.shape  # the forward pass of _batchnorm, keeping the statistics its backward needs
-        flat, gain = h.reshape(1, M * d, B), params[f"gain{i}"].reshape(-1)
-        y, mean, rstd = torch.ops.aten.native_group_norm(flat, gain, params[f"shift{i}"].reshape(-1), 1, M * d, B,
-                                                         M * d, 1e-5)
+        M, d, B = h.shape
+        gain = params[f"gain{i}"]
+        y, (groups, mean, rstd) = self._group_norm(h, gain, params[f"shift{i}"])
 
         def back(dy):
             dx, dgain, dshift = torch.ops.aten.native_group_norm_backward(
-                dy.reshape(1, M * d, B), flat, mean, rstd, gain, 1, M * d, B, M * d, [True, True, True])
+                dy.reshape(1, M * d, B), groups, mean, rstd, gain.reshape(-1), 1, M * d, B, M * d, [True, True, True])
             grads[f"gain{i}"], grads[f"shift{i}"] = dgain.view(M, d), dshift.view(M, d)
             return dx.view(M, d, B)
 
         backward.append(back)
-        return y.view(M, d, B)
+        return y
 
     def _activation_taped(self, z, backward):
         a, grad = self.act(z), ACTIVATION_GRADS[self.activation]
