@@ -54,11 +54,21 @@ LOSSES = {"ce": cross_entropy, "stablemax_ce": stablemax_cross_entropy, "mse": s
 
 
 def _cross_entropy_and_grad(out, y):
-    log_p = torch.log_softmax(out, -1)
-    y = _targets(y, out.shape[0]).unsqueeze(-1)
+    if out.stride(-1) != 1 and out.mT.is_contiguous():  # a class-major [M, C, B] tensor seen as [M, B, C]
+        loss, grad = _cross_entropy_along(out.mT, y, 1)
+        return loss, grad.mT
+    return _cross_entropy_along(out, y, -1)
+
+
+def _cross_entropy_along(z, y, dim):
+    """Loss and softmax − one-hot with the classes on axis `dim`: the axis as it lies in memory. The MLP's
+    outputs are class-major, where log_softmax over dim 1 is 2–3× faster than over a copy that makes
+    the classes contiguous (and the MLP's backward wants the derivative class-major too)."""
+    log_p = torch.log_softmax(z, dim)
+    y = _targets(y, z.shape[0]).unsqueeze(dim)
     grad = log_p.exp()
-    grad.scatter_add_(-1, y, torch.full(y.shape, -1.0, dtype=out.dtype, device=out.device))  # softmax − one-hot
-    return -log_p.gather(-1, y).squeeze(-1), grad
+    grad.scatter_add_(dim, y, torch.full(y.shape, -1.0, dtype=z.dtype, device=z.device))  # softmax − one-hot
+    return -log_p.gather(dim, y).squeeze(dim), grad
 
 
 def _square_and_grad(out, y):
