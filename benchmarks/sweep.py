@@ -1,10 +1,13 @@
 """Sweep benchmark: 16 MNIST-1D MLPs (40-100-100-10, SGD, B = 32, 2000 steps, 16 step sizes) trained
 as one reglab ensemble vs a sequential plain-PyTorch loop (nn.Sequential + torch.optim.SGD), both
-measured in this run. Prints the ratio; ends with `RESULT sweep <ratio>`. Also times the same ensemble
-with autograd through the whole network instead of the MLP's written-out backward pass, and prints
-that ratio too (`RESULT sweep_backward`: what writing the backward out buys).
+measured in this run, at each intra-op thread count asked for (default 1 and 2: the machine has 2 cores).
+Prints the ratio at each thread count, and ends with `RESULT sweep <ratio>`: the plain loop's best time
+over the thread counts against the ensemble's best, each side using the machine as well as it can.
+Also times the same ensemble with autograd through the whole network instead of the MLP's written-out
+backward pass (`RESULT sweep_backward`: what writing the backward out buys, at the ensemble's best
+thread count).
 
-    .venv/bin/python benchmarks/sweep.py [--steps 2000] [--members 16] [--device auto] [--threads 1] [--rounds 3]
+    .venv/bin/python benchmarks/sweep.py [--steps 2000] [--members 16] [--device auto] [--threads 1,2] [--rounds 3]
 """
 import argparse
 import os
@@ -36,16 +39,20 @@ def plain_loop(data, step_sizes, steps, batch, device):
         torch.cuda.synchronize()
 
 
+def use_threads(n):
+    torch.set_num_threads(n)
+    os.environ["REGLAB_THREADS"] = str(n)  # the engine sets its own thread count from this
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--members", type=int, default=16)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=3, help="ensemble timings per backward (median reported)")
+    ap.add_argument("--threads", default="1,2", help="comma-separated intra-op thread counts to compare")
+    ap.add_argument("--rounds", type=int, default=3, help="ensemble timings per thread count and backward (median)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    os.environ["REGLAB_THREADS"] = str(args.threads)  # the engine sets its own thread count from this
+    thread_counts = [int(t) for t in args.threads.split(",")]
     device = resolve_device(args.device)
     data = make_dataset("mnist1d")
     step_sizes = [0.01 * 1.2 ** i for i in range(args.members)]
@@ -54,32 +61,43 @@ def main():
     train(configs[0].replace(steps=20, eval_every=20), progress=False)  # warm-up
     plain_loop(data, step_sizes[:1], 20, 32, device)
 
-    t = time.perf_counter()
-    plain_loop(data, step_sizes, args.steps, 32, device)
-    t_plain = time.perf_counter() - t
-    def timed_ensemble():
+    def timed(fn):
         t = time.perf_counter()
-        run = train(configs, progress=False)
+        result = fn()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        return time.perf_counter() - t, run
+        return time.perf_counter() - t, result
 
-    times, runs = {"written": [], "autograd": []}, {}
+    plain = {}
+    for n in thread_counts:
+        use_threads(n)
+        plain[n] = timed(lambda: plain_loop(data, step_sizes, args.steps, 32, device))[0]
+    times = {(n, backward): [] for n in thread_counts for backward in ("written", "autograd")}
+    runs = {}
     for _ in range(args.rounds):  # interleaved, medians: the machine is shared and noisy
-        for backward in times:  # the same engine, with autograd through the whole network or not
+        for n, backward in times:  # the same engine, with autograd through the whole network or not
+            use_threads(n)
             MLP.value_and_grad = written_out if backward == "written" else autograd_value_and_grad
-            t, runs[backward] = timed_ensemble()
-            times[backward].append(t)
+            t, runs[backward] = timed(lambda: train(configs, progress=False))
+            times[n, backward].append(t)
     MLP.value_and_grad = written_out
-    t_ens, t_autograd = (sorted(v)[len(v) // 2] for v in times.values())
+    median = {key: sorted(v)[len(v) // 2] for key, v in times.items()}
+
     run = runs["written"]
     gap = (run.summary.train_loss - runs["autograd"].summary.train_loss).abs().max()
-    print(f"device {device}, threads {torch.get_num_threads()}, {args.members} members × {args.steps} steps")
-    print(f"sequential plain PyTorch: {t_plain:.2f} s")
-    print(f"reglab batched ensemble:  {t_ens:.2f} s (median of {args.rounds})   (final train acc {run.summary.train_acc.min():.2f}–{run.summary.train_acc.max():.2f})")
-    print(f"  the same with autograd: {t_autograd:.2f} s   (largest final train-loss difference {gap:.1e})")
-    print(f"RESULT sweep_backward {t_autograd / t_ens:.2f}")
-    print(f"RESULT sweep {t_plain / t_ens:.2f}")
+    print(f"device {device}, {args.members} members × {args.steps} steps, ensemble medians of {args.rounds} rounds "
+          f"(final train acc {run.summary.train_acc.min():.2f}–{run.summary.train_acc.max():.2f}; "
+          f"largest train-loss gap to autograd {gap:.1e})")
+    print("threads  plain PyTorch  reglab ensemble  (with autograd)  ratio")
+    for n in thread_counts:
+        print(f"{n:7d}  {plain[n]:11.2f} s  {median[n, 'written']:13.2f} s  {median[n, 'autograd']:13.2f} s"
+              f"  {plain[n] / median[n, 'written']:5.2f}")
+    best = min(thread_counts, key=lambda n: median[n, "written"])
+    best_plain = min(plain.values())
+    print(f"best against best: plain {best_plain:.2f} s ({min(plain, key=plain.get)} thread(s)), "
+          f"ensemble {median[best, 'written']:.2f} s ({best} thread(s))")
+    print(f"RESULT sweep_backward {median[best, 'autograd'] / median[best, 'written']:.2f}")
+    print(f"RESULT sweep {best_plain / median[best, 'written']:.2f}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,10 @@ def identity(h):
     return h
 
 
-ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "gelu": F.gelu, "linear": identity}
+# in place where the backward needs only the output (every input here is a layer's fresh output): one
+# allocation fewer per layer, and a fresh 25 MB tensor faults in its pages at a cost larger than the
+# relu itself (an evaluation of 16 MLPs on 4000 examples: ~90 → ~70 ms)
+ACTIVATIONS = {"relu": torch.relu_, "tanh": torch.tanh_, "gelu": F.gelu, "linear": identity}
 # dL/dz from dL/da for a = act(z): PyTorch's own backward kernels, called without building a graph
 ACTIVATION_GRADS = {"relu": lambda d, z, a: torch.ops.aten.threshold_backward(d, a, 0.0),
                     "tanh": lambda d, z, a: torch.ops.aten.tanh_backward(d, a),
