@@ -7,10 +7,11 @@ Also times the same ensemble with autograd through the whole network instead of 
 backward pass (`RESULT sweep_backward`: what writing the backward out buys, at the ensemble's best
 thread count).
 
-    .venv/bin/python benchmarks/sweep.py [--steps 2000] [--members 16] [--device auto] [--threads 1,2] [--rounds 3]
+    .venv/bin/python benchmarks/sweep.py [--steps 2000] [--members 16] [--device auto] [--threads 1,2] [--rounds 4]
 """
 import argparse
 import os
+import statistics
 import time
 
 import torch
@@ -22,9 +23,9 @@ from reglab.models import MLP, autograd_value_and_grad
 written_out = MLP.value_and_grad
 
 
-def plain_loop(data, step_sizes, steps, batch, device):
+def plain_loop(data, step_sizes, steps, batch, device, first_seed=0):
     x, y = data.x_train.to(device), data.y_train.to(device)
-    for i, lr in enumerate(step_sizes):
+    for i, lr in enumerate(step_sizes, start=first_seed):
         g = torch.Generator().manual_seed(i)
         net = torch.nn.Sequential(torch.nn.Linear(40, 100), torch.nn.ReLU(), torch.nn.Linear(100, 100), torch.nn.ReLU(),
                                   torch.nn.Linear(100, 10)).to(device)
@@ -50,7 +51,7 @@ def main():
     ap.add_argument("--members", type=int, default=16)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", default="1,2", help="comma-separated intra-op thread counts to compare")
-    ap.add_argument("--rounds", type=int, default=3, help="ensemble timings per thread count and backward (median)")
+    ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds: ensemble timings per thread count and backward (median)")
     args = ap.parse_args()
     thread_counts = [int(t) for t in args.threads.split(",")]
     device = resolve_device(args.device)
@@ -68,20 +69,24 @@ def main():
             torch.cuda.synchronize()
         return time.perf_counter() - t, result
 
-    plain = {}
-    for n in thread_counts:
-        use_threads(n)
-        plain[n] = timed(lambda: plain_loop(data, step_sizes, args.steps, 32, device))[0]
+    # Interleaved: the machine is shared and its speed drifts by tens of percent within minutes, so each
+    # round trains 1/rounds of the plain loop's models and then the ensemble, at each thread count; the
+    # plain loop's time is its sum over rounds (all 16 models once), the ensemble's the median of its rounds.
+    share = -(-args.members // args.rounds)
+    plain = {n: 0.0 for n in thread_counts}
     times = {(n, backward): [] for n in thread_counts for backward in ("written", "autograd")}
     runs = {}
-    for _ in range(args.rounds):  # interleaved, medians: the machine is shared and noisy
-        for n, backward in times:  # the same engine, with autograd through the whole network or not
+    for r in range(args.rounds):
+        part = step_sizes[r * share:(r + 1) * share]
+        for n in thread_counts:
             use_threads(n)
-            MLP.value_and_grad = written_out if backward == "written" else autograd_value_and_grad
-            t, runs[backward] = timed(lambda: train(configs, progress=False))
-            times[n, backward].append(t)
+            plain[n] += timed(lambda: plain_loop(data, part, args.steps, 32, device, r * share))[0]
+            for backward in ("written", "autograd"):  # the same engine, with autograd through the whole network or not
+                MLP.value_and_grad = written_out if backward == "written" else autograd_value_and_grad
+                t, runs[backward] = timed(lambda: train(configs, progress=False))
+                times[n, backward].append(t)
     MLP.value_and_grad = written_out
-    median = {key: sorted(v)[len(v) // 2] for key, v in times.items()}
+    median = {key: statistics.median(v) for key, v in times.items()}
 
     run = runs["written"]
     gap = (run.summary.train_loss - runs["autograd"].summary.train_loss).abs().max()
