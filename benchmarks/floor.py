@@ -11,14 +11,13 @@ generality costs.
     .venv/bin/python benchmarks/floor.py [--threads 1] [--rounds 4]
 """
 import argparse
-import os
 import statistics
 import time
 
 import torch
 
 from reglab import RunConfig, make_dataset, train
-from sweep import plain_loop  # benchmarks/sweep.py, next to this script
+from sweep import plain_loop, use_threads  # benchmarks/sweep.py, next to this script
 
 
 def floor_loop(x_all, y_all, step_sizes, steps, batch, seed=0):
@@ -55,8 +54,7 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=4)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    os.environ["REGLAB_THREADS"] = str(args.threads)
+    use_threads(args.threads)
     data = make_dataset("mnist1d")
     step_sizes = [0.01 * 1.2 ** i for i in range(16)]
     configs = [RunConfig(data="mnist1d", width=100, depth=2, step_size=s, batch_size=32, steps=args.steps,
