@@ -1,3 +1,6 @@
+import subprocess
+import sys
+import textwrap
 import threading
 
 import numpy as np
@@ -198,3 +201,19 @@ def test_batchnorm_with_batches_of_one_trains():
     run = train(SMALL.replace(batchnorm=True, batch_size=1, steps=10, eval_every=5), progress=False)
     assert np.isfinite(run.summary.train_loss[0]) and run.diverged_step(0) is None
     torch.testing.assert_close(run.params["gain0"], torch.ones_like(run.params["gain0"]))
+
+
+def test_64_mnist1d_configs_train_in_under_2_gb():
+    """#3's memory budget: 64 MNIST-1D MLP configs (40-100-100-10, B = 32) as one ensemble, evaluations on
+    both splits included, peak resident memory of a fresh process (torch itself included) < 2 GiB."""
+    code = textwrap.dedent("""
+        import resource, reglab
+        configs = [reglab.RunConfig(data="mnist1d", width=100, depth=2, step_size=0.01 * 1.05 ** i, batch_size=32,
+                                    steps=20, eval_every=10, seed=i) for i in range(64)]
+        run = reglab.train(configs, progress=False)
+        print(len(run.summary), int(run.summary.train_loss.notna().sum()), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    members, finite, peak_kib = map(int, out[-3:])
+    assert members == finite == 64
+    assert peak_kib * 1024 < 2 * 1024 ** 3, f"peak {peak_kib / 1024:.0f} MiB"
