@@ -238,9 +238,10 @@ def train(configs: RunConfig | Sequence[RunConfig], data: Dataset | None = None,
         data = make_dataset(cfg.data, cfg.n_train, cfg.data_seed, **cfg.data_options)
     for c in configs:
         validate(c, n_train=data.n_train)
-    sizes = sorted({c.batch_size or data.n_train for c in configs})
-    if cfg.batchnorm and len(sizes) > 1:  # a smaller batch is padded, and padding would enter its statistics
-        raise ConfigError(f"BatchNorm members of one ensemble must share 'batch_size' (got {', '.join(map(str, sizes))}): "
+    batch_sizes = [c.batch_size or data.n_train for c in configs]  # None: the full batch
+    if cfg.batchnorm and len(set(batch_sizes)) > 1:  # a smaller batch is padded, and padding would enter its statistics
+        raise ConfigError(f"BatchNorm members of one ensemble must share 'batch_size' (got "
+                          f"{', '.join(map(str, sorted(set(batch_sizes))))}): "
                           f"train each batch size as its own run.")
     device, dtype = resolve_device(cfg.device), getattr(torch, cfg.dtype)
     if device.type == "cpu":
@@ -253,7 +254,7 @@ def train(configs: RunConfig | Sequence[RunConfig], data: Dataset | None = None,
     mask = model.decay_mask(params, cfg.decay_biases)
     opt, descend = _optimizer(cfg, configs, mask, device, dtype)
     opt_state = opt.init(params)
-    batches = _Batches(generators, [c.batch_size or n for c in configs], n, device, dtype)
+    batches = _Batches(generators, batch_sizes, n, device, dtype)
     sam_radius = torch.tensor([c.sam_radius for c in configs], device=device, dtype=dtype)
     sam_until = int(cfg.sam_fraction * cfg.steps) if bool((sam_radius > 0).any()) else 0
     should_stop = stop.is_set if isinstance(stop, threading.Event) else (stop or (lambda: False))
