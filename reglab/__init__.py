@@ -1,12 +1,15 @@
-"""reglab: see why step size, batch size, weight decay and rank change what a network learns."""
+"""reglab: see why step size, batch size, weight decay and rank change what a network learns.
+
+Importing reglab changes nothing around it; a notebook switches its conveniences on with
+`reglab.setup_notebook()` (plain one-line messages for bad input, offline chart rendering).
+"""
+from .claims import Claim, record
 from .config import ConfigError, RunConfig, validate
 from .data import Dataset, from_arrays, make_dataset
 from .engine import Run, TrainState, train
+from .notebook import setup_notebook
+from .theme import Param, Result, Theme
 
-__all__ = ["ConfigError", "RunConfig", "validate", "Dataset", "from_arrays", "make_dataset", "Run", "TrainState", "train"]
+__all__ = ["Claim", "record", "ConfigError", "RunConfig", "validate", "Dataset", "from_arrays", "make_dataset",
+           "Run", "TrainState", "train", "setup_notebook", "Param", "Result", "Theme"]
 __version__ = "0.1.0"
-
-from .claims import Claim, Result, record
-from .notebook import show_config_errors_plainly as _plain_errors
-
-_plain_errors()

@@ -61,26 +61,14 @@ def setup() -> None:
         alt.renderers.enable("jupyter", offline=True)
 
 
-def offline_widgets() -> None:
-    """Load JupyterChart's JavaScript from vl-convert's bundle (no CDN). Bundling costs ~3 s, so the
-    bundle is kept in the reglab cache folder, keyed by the altair and vl-convert versions."""
-    if alt.JupyterChart._is_offline:
-        return
-    try:
-        import vl_convert
+_OFFLINE = []  # set once this process has loaded JupyterChart's JavaScript from vl-convert's bundle
 
-        cache = Path(os.environ.get("REGLAB_CACHE", Path.home() / ".cache" / "reglab"))
-        path = cache / f"jupyterchart-{alt.__version__}-{vl_convert.__version__}.js"
-        if path.exists() and path.stat().st_size > 100_000:
-            alt.JupyterChart._esm, alt.JupyterChart._is_offline = path.read_text(encoding="utf-8"), True
-            return
+
+def offline_widgets() -> None:
+    """Load JupyterChart's JavaScript from vl-convert's bundle (no CDN), once per process (~3 s)."""
+    if not _OFFLINE:
         alt.JupyterChart.enable_offline()
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(alt.JupyterChart._esm, encoding="utf-8")
-        os.replace(tmp, path)
-    except (AttributeError, OSError):  # altair internals moved, or no writable cache: bundle every time
-        alt.JupyterChart.enable_offline()
+        _OFFLINE.append(True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,10 +80,10 @@ def tidy(run_or_frame) -> pd.DataFrame:
     if isinstance(run_or_frame, pd.DataFrame):
         return run_or_frame
     history, summary = run_or_frame.history, run_or_frame.summary
-    return history.merge(summary[["run", "diverged_at"]].astype({"diverged_at": float}), on="run", how="left")
+    return history.merge(summary[["run", "diverged_at"]], on="run", how="left")
 
 
-def _values(frame: pd.DataFrame) -> dict:
+def inline(frame: pd.DataFrame) -> dict:
     """Inline rows for a spec's `data`: non-finite numbers become null (Vega-Lite breaks lines there).
     A plain {"values": [...]} is used, not a DataFrame: no 5000-row limit, and no per-row schema
     validation (which costs seconds on a few thousand rows)."""
@@ -107,23 +95,23 @@ def _values(frame: pd.DataFrame) -> dict:
     return {"values": clean.to_dict("records")}
 
 
-inline = _values  # public name: `alt.Chart(charts.inline(frame))` for a theme's own marks
-
-
 def _series(frame: pd.DataFrame, exclude: Iterable[str] = ()) -> list:
     return [f for f in SERIES if f in frame.columns and f not in exclude]
 
 
-def _up_to_divergence(frame: pd.DataFrame) -> pd.DataFrame:
+def diverged_steps(column: pd.Series) -> np.ndarray:
+    """A `diverged_at` column (nullable integers, None or NaN for runs that did not diverge) as floats
+    with NaN for "did not diverge"."""
+    return pd.to_numeric(column.astype(object).where(column.notna(), np.nan), errors="coerce").to_numpy(dtype=float)
+
+
+def up_to_divergence(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows of diverged runs after their divergence step are dropped; non-finite values are dropped."""
     keep = pd.Series(np.isfinite(pd.to_numeric(frame["value"], errors="coerce").to_numpy(dtype=float)), index=frame.index)
     if "diverged_at" in frame.columns:
-        d = pd.to_numeric(frame["diverged_at"], errors="coerce")
-        keep &= d.isna() | (frame["step"] <= d)
+        d = diverged_steps(frame["diverged_at"])
+        keep &= np.isnan(d) | (frame["step"].to_numpy() <= d)
     return frame[keep]
-
-
-up_to_divergence = _up_to_divergence  # public name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,7 +129,7 @@ def curves(frame: pd.DataFrame, metric: str | Sequence[str] | None = None, *, co
     marked "diverged at step k".
     """
     metrics = list(frame["metric"].unique()) if metric is None else [metric] if isinstance(metric, str) else list(metric)
-    rows = _up_to_divergence(frame[frame["metric"].isin(metrics)])
+    rows = up_to_divergence(frame[frame["metric"].isin(metrics)])
     if log_y:
         rows = rows[rows["value"] > 0]
     if color is None:
@@ -160,7 +148,7 @@ def curves(frame: pd.DataFrame, metric: str | Sequence[str] | None = None, *, co
         encoding["color"] = alt.Color(f"{color}:N", title=color)
     if "current" in rows.columns and not rows["current"].all():
         encoding["opacity"] = alt.condition("datum.current", alt.value(1.0), alt.value(FADED))
-    lines = alt.Chart(_values(rows)).mark_line().encode(**encoding)
+    lines = alt.Chart(inline(rows)).mark_line().encode(**encoding)
     marks = diverged_marks(frame, metrics[0], x=x)
     chart = lines if marks is None else alt.layer(lines, marks)
     return chart.properties(width=width, height=height, **({"title": title} if title else {}))
@@ -170,12 +158,12 @@ def diverged_marks(frame: pd.DataFrame, metric: str, x: str = "step") -> alt.Lay
     """A red cross at each diverged run's last finite value of `metric`, with "diverged at step k"."""
     if "diverged_at" not in frame.columns:
         return None
-    rows = _up_to_divergence(frame[(frame["metric"] == metric) & pd.to_numeric(frame["diverged_at"], errors="coerce").notna()])
+    rows = up_to_divergence(frame[(frame["metric"] == metric) & ~np.isnan(diverged_steps(frame["diverged_at"]))])
     if rows.empty:
         return None
-    last = rows.sort_values(x).groupby(_series(rows, exclude=["metric"]) or ["metric"], as_index=False).last()
+    last = rows.sortinline(x).groupby(_series(rows, exclude=["metric"]) or ["metric"], as_index=False).last()
     last["note"] = [f"diverged at step {int(k)}" for k in last["diverged_at"]]
-    base = alt.Chart(_values(last)).encode(x=f"{x}:Q", y="value:Q")
+    base = alt.Chart(inline(last)).encode(x=f"{x}:Q", y="value:Q")
     cross = base.mark_point(shape="cross", size=90, color=DIVERGED_COLOR, filled=True)
     text = base.mark_text(align="left", dx=7, dy=-7, color=DIVERGED_COLOR, fontWeight="bold").encode(text="note:N")
     return alt.layer(cross, text)
@@ -185,7 +173,7 @@ def reference_rule(value: float | pd.DataFrame, label: str | None = None, *, col
     """Horizontal dashed rule(s) at y = value with a text label, e.g. `reference_rule(2 / eta, "2/η")`.
     A frame with columns `value` and `label` draws one rule per row. Layer it over a chart with `+`."""
     rules = value if isinstance(value, pd.DataFrame) else pd.DataFrame({"value": [float(value)], "label": [label or f"{value:g}"]})
-    base = alt.Chart(_values(rules)).encode(y="value:Q")
+    base = alt.Chart(inline(rules)).encode(y="value:Q")
     rule = base.mark_rule(strokeDash=[5, 4], color=color)
     text = base.mark_text(align="left", baseline="bottom", dy=-2, color=color).encode(x=alt.value(4), text="label:N")
     return alt.layer(rule, text)
@@ -198,7 +186,7 @@ def heatmap(frame: pd.DataFrame, x: str, y: str, color: str = "value", *, log_co
     rows = frame[[x, y, color]].copy()
     rows[x], rows[y] = rows[x].map(_fmt), rows[y].map(_fmt)
     order = lambda col: sorted(frame[col].unique(), key=lambda v: (_missing(v), 0 if _missing(v) else v))
-    base = alt.Chart(_values(rows)).encode(
+    base = alt.Chart(inline(rows)).encode(
         x=alt.X(f"{x}:O", title=x, sort=[_fmt(v) for v in order(x)]),
         y=alt.Y(f"{y}:O", title=y, sort=[_fmt(v) for v in order(y)][::-1]))
     cells = base.mark_rect().encode(
@@ -206,6 +194,57 @@ def heatmap(frame: pd.DataFrame, x: str, y: str, color: str = "value", *, log_co
         tooltip=[f"{x}:O", f"{y}:O", alt.Tooltip(f"{color}:Q", format=fmt)])
     chart = alt.layer(cells, base.mark_text(fontSize=9).encode(text=alt.Text(f"{color}:Q", format=fmt))) if annotate else cells
     return chart.properties(width=width, height=height, **({"title": title} if title else {}))
+
+
+def against(frame: pd.DataFrame, x: str, y: str = "value", *, color: str | None = None, log_x: bool = False,
+            log_y: bool = False, title: str | None = None, x_title: str | None = None, y_title: str | None = None,
+            tooltip: Sequence[str] = (), width: int = WIDTH, height: int = HEIGHT) -> alt.LayerChart:
+    """A measured value against a setting (η, λ, width, …): one dot per row (e.g. per seed) and a line
+    through the median of each x, one per `color` group. Non-finite values are left out."""
+    rows = frame[np.isfinite(pd.to_numeric(frame[y], errors="coerce").to_numpy(dtype=float))]
+    if log_y:
+        rows = rows[rows[y] > 0]
+    groups = [x] + ([color] if color else [])
+    median = rows.groupby(groups, as_index=False)[y].median()
+    enc = dict(x=alt.X(f"{x}:Q", title=x_title or x, scale=alt.Scale(type="log") if log_x else alt.Scale(zero=False)),
+               y=alt.Y(f"{y}:Q", title=y_title or y, scale=alt.Scale(type="log") if log_y else alt.Scale(zero=False)))
+    if color:
+        enc["color"] = alt.Color(f"{color}:N", title=color)
+    tips = [alt.Tooltip(f"{f}:N") for f in tooltip] + [alt.Tooltip(f"{x}:Q", format="g"), alt.Tooltip(f"{y}:Q", format=".4g")]
+    dots = alt.Chart(inline(rows)).mark_point(filled=True, size=45, opacity=0.7).encode(**enc, tooltip=tips)
+    line = alt.Chart(inline(median)).mark_line().encode(**enc)
+    return alt.layer(line, dots).properties(width=width, height=height, **({"title": title} if title else {}))
+
+
+def vertical_rule(value: float, label: str | None = None, *, color: str = "gray") -> alt.LayerChart:
+    """A vertical dashed rule at x = value with a text label (e.g. the interpolation threshold N = n)."""
+    base = alt.Chart({"values": [{"x": float(value), "label": label or f"{value:g}"}]}).encode(x="x:Q")
+    return alt.layer(base.mark_rule(strokeDash=[5, 4], color=color),
+                     base.mark_text(align="left", dx=4, baseline="top", color=color).encode(y=alt.value(2), text="label:N"))
+
+
+def bars(frame: pd.DataFrame, x: str, y: str = "value", *, color: str | None = None, title: str | None = None,
+         y_title: str | None = None, fmt: str = ".3g", width: int = WIDTH, height: int = HEIGHT) -> alt.LayerChart:
+    """One bar per row (categories on x, in the frame's order), its value written above it."""
+    enc = dict(x=alt.X(f"{x}:N", title=None, sort=list(dict.fromkeys(frame[x]))),
+               y=alt.Y(f"{y}:Q", title=y_title or y))
+    if color:
+        enc["color"] = alt.Color(f"{color}:N", title=color)
+    base = alt.Chart(inline(frame)).encode(**enc)
+    text = base.mark_text(dy=-4, baseline="bottom").encode(text=alt.Text(f"{y}:Q", format=fmt))
+    return alt.layer(base.mark_bar(), text).properties(width=width, height=height, **({"title": title} if title else {}))
+
+
+def empty(text: str, width: int = WIDTH, height: int = 40) -> alt.Chart:
+    """A placeholder for a view with nothing to draw, saying why (e.g. "every run diverged")."""
+    return alt.Chart({"values": [{"note": text}]}).mark_text(align="left", color="#57606a", fontSize=13).encode(
+        text="note:N", x=alt.value(0), y=alt.value(height / 2)).properties(
+        width=width, height=height, view=alt.ViewBackground(stroke=None))
+
+
+def row(*charts, spacing: int = 24) -> alt.HConcatChart:
+    """Charts side by side (keep a row to two or three WIDTH-wide charts: a notebook column is ~960 px)."""
+    return alt.hconcat(*charts, spacing=spacing)
 
 
 def _missing(v) -> bool:
@@ -298,5 +337,3 @@ def show(chart) -> None:
         offline_widgets()
         display(alt.JupyterChart(chart, embed_options={"renderer": "svg", "actions": False}))
 
-
-setup()

@@ -14,7 +14,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--only", nargs="+", metavar="NAME", help="notebooks to run (name or number prefix)")
     report.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="override a notebook parameter, as with papermill")
-    report.add_argument("--out", default="reports", help="output folder (default: reports)")
+    report.add_argument("--out", "--output", dest="out", default="reports", help="output folder (default: reports)")
     record = sub.add_parser("record-expected", help="re-record a notebook's expected outputs for the regression tests")
     record.add_argument("notebook", help="notebook name, e.g. 00_quickstart")
     record.add_argument("--case", default="ci", help="case name (tests/expected/<notebook>/<case>.json)")
@@ -34,9 +34,10 @@ def main(argv=None) -> int:
             params = {name: parse_value(value) for name, value in args.parameter}
             pages, ok = build(args.only, params, args.out)
             failed = [p["notebook"] for p in pages if p["error"]]
-            held = sum(c["held"] for p in pages for c in p.get("claims", []))
-            total = sum(len(p.get("claims", [])) for p in pages)
-            print(f"reglab report: {len(pages)} notebooks, {held}/{total} claims held, "
+            from .report import tally
+
+            tally = tally([c for p in pages for c in p.get("claims", [])])
+            print(f"reglab report: {len(pages)} notebooks, {tally}, "
                   f"{len(failed)} failed{': ' + ', '.join(failed) if failed else ''} → {args.out}/index.html")
             return 0 if ok else 1
         if args.command == "record-expected":

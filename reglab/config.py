@@ -76,6 +76,19 @@ class Kind:
         return f"a {self.kind.__name__}"
 
 
+@dataclass(frozen=True)
+class ListOf:
+    item: Any  # the constraint every entry meets
+    at_least: int = 1
+
+    def accepts(self, value: Any) -> bool:
+        return (isinstance(value, (list, tuple)) and len(value) >= self.at_least
+                and all(self.item.accepts(v) for v in value))
+
+    def describe(self) -> str:
+        return f"a list of at least {self.at_least} entr{'y' if self.at_least == 1 else 'ies'}, each {self.item.describe()}"
+
+
 def check(name: str, value: Any, constraint, owner: str = "RunConfig") -> None:
     """Raise ConfigError unless `value` satisfies `constraint`."""
     if not constraint.accepts(value):

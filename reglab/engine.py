@@ -330,7 +330,7 @@ def _summary(configs, history, diverged_at) -> pd.DataFrame:
             row.update(last.loc[m].to_dict())
         rows.append(row)
     frame = pd.DataFrame(rows)
-    frame["diverged_at"] = pd.Series([r["diverged_at"] for r in rows], dtype=object)  # None, not NaN
+    frame["diverged_at"] = pd.array([r["diverged_at"] for r in rows], dtype="Int64")  # <NA>: did not diverge
     return frame
 
 
@@ -360,7 +360,7 @@ def _cached_train(configs, data, probes, on_eval, stop, progress, cache) -> Run:
     from . import cache as disk
 
     extra = "" if cache is True else str(cache)
-    key = disk.key_of(*(c.to_text() for c in configs), extra, data.name if data is not None else "",
+    key = disk.key_of(*(c.to_text() for c in configs), extra, "" if data is None else data.fingerprint(),
                       *(repr(p) for p in probes))
     run = disk.load(key)
     if run is not None:

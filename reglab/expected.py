@@ -1,10 +1,10 @@
 """Recorded expected outputs of notebooks, compared with per-key tolerances (never string equality).
 
 A case file `tests/expected/<notebook>/<case>.json` holds the parameters of the case, the tolerances,
-and the metrics and claim verdicts recorded from a reviewed run:
+and the metrics and claim verdicts (by claim id) recorded from a reviewed run:
 
     {"parameters": {"steps": 300}, "tolerances": {"default": {"rtol": 0.05, "atol": 0.01}},
-     "metrics": {"test_acc": 0.61}, "claims": {"test accuracy beats chance": true}}
+     "metrics": {"test_acc": 0.61}, "claims": {"beats_chance": "held"}}
 
 Re-record after a reviewed change with `reglab record-expected <notebook> --case <case>`.
 """
@@ -41,7 +41,7 @@ def record_case(notebook: str, case: str = "ci") -> Path:
     spec = load_case(target) if target.exists() else {"parameters": {}, "tolerances": {"default": DEFAULT_TOLERANCE}}
     found = run_case(notebook, spec)
     spec["metrics"] = found["metrics"]
-    spec["claims"] = {c["claim"]: c["held"] for c in found["claims"]}
+    spec["claims"] = {c["id"]: c["status"] for c in found["claims"]}
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(spec, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return target
@@ -65,8 +65,8 @@ def compare(spec: dict, found: dict) -> list:
             continue
         if not math.isclose(got, want, rel_tol=tol.get("rtol", 0), abs_tol=tol.get("atol", 0)):
             problems.append(f"{key}: expected {want:.6g} ± (rtol {tol.get('rtol', 0)}, atol {tol.get('atol', 0)}), got {got:.6g}")
-    held = {c["claim"]: c["held"] for c in found["claims"]}
+    status = {c["id"]: c["status"] for c in found["claims"]}
     for claim, want in spec.get("claims", {}).items():
-        if held.get(claim, "missing") != want:
-            problems.append(f"claim {claim!r}: expected held={want}, got {held.get(claim, 'missing')}")
+        if status.get(claim, "missing") != want:
+            problems.append(f"claim {claim!r}: expected {want}, got {status.get(claim, 'missing')}")
     return problems

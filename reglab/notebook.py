@@ -1,18 +1,19 @@
 """Running theme notebooks headless (papermill) and reading back what they recorded.
 
-`execute` is the one path the report, the tests and users' scripts share: it rejects parameter names a
-notebook does not declare (papermill itself only warns), validates values with the RunConfig
-constraints, and runs the kernel with REGLAB_HEADLESS=1 so widgets render static charts and
+`execute` is the one path the report, the tests and users' scripts share: it rejects parameter names the
+notebook's theme does not declare (papermill itself only warns), validates values against the theme's
+declared parameters (reglab.theme), and runs the kernel with REGLAB_HEADLESS=1 so widgets render static charts and
 progress bars stay quiet.
 """
 from __future__ import annotations
 
 import ast
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from .claims import MIME
-from .config import ConfigError, validate_param
+from .config import ConfigError
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -31,7 +32,7 @@ def notebook_paths(only: list | None = None) -> list:
 
 
 def declared_parameters(path) -> dict:
-    """Names and default values of the notebook's `parameters` cell."""
+    """Names and default values of the notebook's `parameters` cell (papermill reads the cell)."""
     import papermill
 
     return {name: parse_value(str(info["default"])) for name, info in papermill.inspect_notebook(str(path)).items()}
@@ -45,32 +46,43 @@ def parse_value(text: str):
         return text
 
 
-def check_parameters(path, parameters: dict) -> None:
-    declared = declared_parameters(path)
-    unknown = sorted(set(parameters) - set(declared))
-    if unknown:
-        raise ConfigError(f"Unknown parameter(s) {', '.join(unknown)} for {Path(path).stem}; "
-                          f"valid ones are: {', '.join(declared)}.")
-    for name, value in parameters.items():
-        if isinstance(value, int) and not isinstance(value, bool) and isinstance(declared[name], float):
-            value = float(value)
-        validate_param(name, value)
+def check_parameters(path, parameters: dict) -> dict:
+    """Validate parameters against the notebook's theme declaration (before any kernel starts);
+    returns them as the theme will see them."""
+    from .experiments import theme_of
+
+    theme = theme_of(Path(path).stem)
+    checked = theme.validate(parameters, owner=Path(path).stem)
+    return {name: checked[name] for name in parameters}
+
+
+@contextmanager
+def _headless_env():
+    """REGLAB_HEADLESS=1 for the kernel papermill starts, restored afterwards in this process."""
+    saved = {k: os.environ.get(k) for k in ("REGLAB_HEADLESS", "PYDEVD_DISABLE_FILE_VALIDATION")}
+    os.environ["REGLAB_HEADLESS"] = "1"
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def execute(path, output=None, parameters: dict | None = None, timeout: int = 1800):
     """Run a notebook with papermill after checking its parameters; returns the executed notebook."""
     import papermill
 
-    parameters = parameters or {}
-    check_parameters(path, parameters)
-    os.environ["REGLAB_HEADLESS"] = "1"  # inherited by the kernel papermill starts
-    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-    return papermill.execute_notebook(str(path), str(output) if output else None, parameters=parameters,
-                                      progress_bar=False, log_output=False, kernel_name="python3",
-                                      cwd=str(Path(path).parent), execution_timeout=timeout,
-                                      # the kernel app's own start-up notices (e.g. about its local TCP
-                                      # transport) are not the notebook's output: keep them off the report's log
-                                      extra_arguments=["--IPKernelApp.log_level=ERROR"])
+    parameters = check_parameters(path, parameters or {})
+    with _headless_env():
+        return papermill.execute_notebook(str(path), str(output) if output else None, parameters=parameters,
+                                          progress_bar=False, log_output=False, kernel_name="python3",
+                                          cwd=str(Path(path).parent), execution_timeout=timeout,
+                                          # the kernel app's own start-up notices are not the notebook's output
+                                          extra_arguments=["--IPKernelApp.log_level=ERROR"])
 
 
 def read_results(notebook) -> dict:
@@ -89,9 +101,13 @@ def read_results(notebook) -> dict:
     return found
 
 
-def show_config_errors_plainly() -> None:
-    """In IPython, a ConfigError (a user's bad input) prints its one-line message instead of a
-    traceback; the cell still fails, so papermill and nbval see the error."""
+def setup_notebook() -> None:
+    """Switch on the notebook conveniences: a ConfigError (a person's bad input) prints its one-line
+    message instead of a traceback (the cell still fails, so papermill and nbval see it), and charts
+    render offline (PNG when headless)."""
+    from . import charts
+
+    charts.setup()
     try:
         ip = get_ipython()  # noqa: F821 (defined inside IPython only)
     except NameError:

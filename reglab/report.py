@@ -6,8 +6,9 @@ import json
 import time
 from pathlib import Path
 
-from .claims import claims_table_html, fmt_value
-from .notebook import check_parameters, declared_parameters, execute, notebook_paths, read_results
+from .claims import DIVERGED, INFO, claims_table_html, fmt_value
+from .experiments import theme_of
+from .notebook import check_parameters, execute, notebook_paths, read_results
 
 
 def _to_html(notebook, path: Path) -> None:
@@ -27,7 +28,7 @@ def build(only=None, parameters: dict | None = None, out="reports", progress=Tru
 
     parameters = parameters or {}
     paths = notebook_paths(only)
-    declared = {p: declared_parameters(p) for p in paths}
+    declared = {p: theme_of(p.stem).params for p in paths}
     unused = [name for name in parameters if not any(name in d for d in declared.values())]
     if unused:
         valid = sorted({n for d in declared.values() for n in d})
@@ -70,11 +71,22 @@ def build(only=None, parameters: dict | None = None, out="reports", progress=Tru
     return pages, all(p["error"] is None for p in pages)
 
 
+def tally(claims: list) -> str:
+    """"5/6 claims held · 1 diverged · 1 informational": informational claims are not counted as failed."""
+    judged = [c for c in claims if c["status"] != INFO]
+    parts = [f"{sum(c['held'] for c in judged)}/{len(judged)} claims held"]
+    for status in (DIVERGED, INFO):
+        n = sum(c["status"] == status for c in claims)
+        if n:
+            parts.append(f"{n} {status}")
+    return " · ".join(parts)
+
+
 def _index(pages) -> str:
     blocks = []
     for p in pages:
         status = ("<span class=bad>failed</span>" if p["error"] else
-                  f"{sum(c['held'] for c in p.get('claims', []))}/{len(p.get('claims', []))} claims held")
+                  tally(p.get("claims", [])))
         metrics = ", ".join(f"{k} = {fmt_value(v)}" for k, v in p.get("metrics", {}).items())
         error = f"<pre class=bad>{html.escape(p['error'])}</pre>" if p["error"] else ""
         params = f" · parameters {html.escape(json.dumps(p['parameters']))}" if p["parameters"] else ""

@@ -29,12 +29,20 @@ def test_unknown_notebook_is_clear():
     assert out.returncode == 2 and "No notebook named 99_nothing" in out.stderr
 
 
+def test_out_of_range_theme_parameter_is_refused_before_a_kernel_starts():
+    out = reglab("report", "--only", "00_quickstart", "-p", "seed", "-1")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert "'seed'" in out.stderr and "Got -1" in out.stderr
+
+
 def test_compare_flags_a_value_beyond_tolerance_and_a_flipped_claim():
     spec = {"tolerances": {"default": {"rtol": 0.05, "atol": 0.0}, "loss": {"rtol": 0.0, "atol": 0.1}},
-            "metrics": {"acc": 0.60, "loss": 1.00, "diverged_at": None}, "claims": {"beats chance": True}}
-    same = {"metrics": {"acc": 0.62, "loss": 1.05, "diverged_at": None}, "claims": [{"claim": "beats chance", "held": True}]}
+            "metrics": {"acc": 0.60, "loss": 1.00, "diverged_at": None}, "claims": {"beats_chance": "held"}}
+    same = {"metrics": {"acc": 0.62, "loss": 1.05, "diverged_at": None},
+            "claims": [{"id": "beats_chance", "status": "held"}]}
     assert compare(spec, same) == []
-    off = {"metrics": {"acc": 0.70, "loss": 1.2, "diverged_at": 12}, "claims": [{"claim": "beats chance", "held": False}]}
+    off = {"metrics": {"acc": 0.70, "loss": 1.2, "diverged_at": 12},
+           "claims": [{"id": "beats_chance", "status": "diverged"}]}
     problems = compare(spec, off)
     assert len(problems) == 4 and any(p.startswith("acc:") for p in problems)
     assert compare(spec, {"metrics": {}, "claims": []})  # missing values are failures too

@@ -35,3 +35,11 @@ def test_one_parameters_cell_of_literals(path):
     from reglab.notebook import declared_parameters
 
     assert set(declared_parameters(path)) == names
+
+
+@pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
+def test_parameters_cell_matches_the_theme_declaration(path):
+    from reglab.experiments import theme_of
+    from reglab.notebook import declared_parameters
+
+    assert declared_parameters(path) == theme_of(path.stem).defaults()

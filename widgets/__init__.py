@@ -5,7 +5,7 @@
 """
 from .controls import NO_OFF, Choice, FloatRange, IntRange, LogRange, Toggle
 from .explorer import Explorer, default_chart, train_run
-from .session import Result, Session
+from .session import LiveRun, Session
 
-__all__ = ["Explorer", "LogRange", "FloatRange", "IntRange", "Choice", "Toggle", "NO_OFF", "Result", "Session",
+__all__ = ["Explorer", "LogRange", "FloatRange", "IntRange", "Choice", "Toggle", "NO_OFF", "LiveRun", "Session",
            "default_chart", "train_run"]

@@ -192,6 +192,27 @@ def default_spec(name: str, config: RunConfig, n_train: int) -> Spec:
     raise ConfigError(f"No default control for '{name}'; give its spec in extra, e.g. extra={{'{name}': IntRange(1, 10)}}.")
 
 
+def spec_for(param) -> Spec:
+    """The control for a theme's declared parameter (reglab.theme.Param): its constraint's range (or its
+    `slider` range when the constraint is unbounded), log scale when declared, its label."""
+    from reglab.config import Interval, OneOf
+
+    c, label = param.constraint, param.label or param.help.split(" (")[0]
+    if isinstance(c, OneOf):
+        if set(c.options) <= {True, False}:
+            return Toggle(label=label)
+        return Choice(list(c.options), label=label)
+    if isinstance(c, Interval):
+        low, high = param.slider or (c.low, c.high)
+        off = None if c.allow_none else NO_OFF
+        if c.kind is int:
+            return IntRange(int(low), int(high), off=off, off_label=f"{label}: None", label=label)
+        if param.log:
+            return LogRange(max(low, 1e-12), high, off=off, label=label)
+        return FloatRange(low, high, step=(high - low) / 100, off=off, label=label)
+    raise ConfigError(f"No control for a parameter constrained to {c.describe()}.")
+
+
 # ---------------------------------------------------------------------------------------------
 # values <-> config
 

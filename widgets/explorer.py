@@ -16,7 +16,6 @@ cancellation, cache); this file is the widget plumbing.
 from __future__ import annotations
 
 import html
-import json
 import math
 import threading
 from pathlib import Path
@@ -26,10 +25,11 @@ import pandas as pd
 
 from reglab import charts
 from reglab.config import ConfigError, RunConfig, validate
+from reglab.theme import Param
 
 from .controls import (COMMON, NO_OFF, Choice, FloatRange, IntRange, LogRange, Toggle, config_for, default_spec,
-                       get_value, label, parse_assignments, resolve)
-from .session import Result, Session, normalize
+                       get_value, label, parse_assignments, resolve, spec_for)
+from .session import LiveRun, Session, normalize
 
 MAX_KEPT = 6  # earlier runs kept as faded lines in compare mode
 COLORS = {"info": "#555", "warn": "#b9770e", "error": "#c0392b"}
@@ -48,7 +48,7 @@ def default_chart(frame: pd.DataFrame, config: RunConfig):
     return charts.curves(frame, losses or None, log_y=bool(losses), title="loss")
 
 
-def view_frame(current: Result, kept: list, names) -> pd.DataFrame:
+def view_frame(current: LiveRun, kept: list, names) -> pd.DataFrame:
     """The frame a chart gets: the current result plus the kept ones, with `label` (the control values),
     `current` (False for kept runs) and `diverged_at`; kept runs get run ids after the current ones so
     that a spec's `detail="run:N"` still separates every line."""
@@ -71,7 +71,7 @@ class Explorer:
     (default: train/test loss). run: `run(config, on_eval, stop) -> Run | DataFrame`, streaming rows
     through `on_eval(rows, step)` and returning soon after `stop` (a threading.Event) is set; default
     `reglab.train(config, on_eval=on_eval, stop=stop, progress=False)` (a custom run should also keep
-    tqdm quiet). A returned frame may report divergence in `frame.attrs["diverged_at"]` ({run: step}).
+    tqdm quiet). A returned frame reports divergence in a `diverged_at` column (a Run in its summary).
     controls: common controls shown, by name. extra: {name: spec} for theme controls ("steps",
     "data_options.p", ...) or to override a common control's spec. preset: values to set, plus
     "hide": [names] and "lock": [names]. n_train: the training set size (default: from the data).
@@ -87,7 +87,11 @@ class Explorer:
         self.base = self._initial_config = config
         self.chart_fn = chart or default_chart
         self.run_fn = run or train_run
-        self.extra = dict(extra or {})
+        self.extra = {}
+        for name, spec in (extra or {}).items():  # a theme's declared Param becomes its control
+            if isinstance(spec, Param):
+                name, spec = spec.field or name, spec_for(spec)
+            self.extra[name] = spec
         self.names = list(dict.fromkeys([*controls, *self.extra]))
         self.initial = initial
         self.headless = charts.headless() if headless is None else headless
@@ -95,7 +99,7 @@ class Explorer:
         self.session = Session(self.run_fn, self, debounce=debounce, redraw_every=redraw_every, lock=self.lock)
         self.values = {n: get_value(config, n) for n in self.names}
         self.compare = False
-        self.kept: list[Result] = []
+        self.kept: list[LiveRun] = []
         self.status = ""
         self.lines: list[tuple[str, str]] = []  # (level, text) shown under the chart
         self.last_chart = None
@@ -245,7 +249,7 @@ class Explorer:
         return target
 
     # -- the session's view (called under self.lock, possibly from the worker thread) ------------
-    def draw(self, result: Result) -> None:
+    def draw(self, result: LiveRun) -> None:
         kept = self.kept if self.compare else []
         if not kept and result.view is not None:  # drawn before (a cached revisit): reuse it
             chart, frame = result.view
@@ -265,15 +269,11 @@ class Explorer:
         if self._panel is not None:
             self.chart_widget.chart = chart
 
-    def _chart(self, result: Result, frame: pd.DataFrame, faded: bool = False):
-        """The theme's spec over the frame; earlier runs faded; a divergence note unless the spec has one."""
+    def _chart(self, result: LiveRun, frame: pd.DataFrame, faded: bool = False):
+        """The theme's spec over the frame (its builders mark diverged runs); earlier runs faded. The
+        divergence message itself is one line under the chart (see Session)."""
         chart = self.chart_fn(frame, result.config)
-        if faded:
-            chart = charts.fade_previous(chart)
-        text = result.divergence_text()
-        if text and "diverged at step" not in json.dumps(chart.to_dict()):
-            chart = charts.note(chart, f"⚠ {text}")
-        return chart
+        return charts.fade_previous(chart) if faded else chart
 
     def progress(self, fraction: float, text: str) -> None:
         self.status = text
@@ -308,17 +308,17 @@ class Explorer:
         else:
             out = self.run_fn(cfg, lambda rows, step: None, threading.Event())
             frame, diverged, _ = normalize(out, cfg, [])
-            result = Result(cfg, frame, "diverged" if diverged else "done", int(frame["step"].max()) if len(frame) else 0, diverged)
+            result = LiveRun(cfg, frame, "diverged" if diverged else "done", int(frame["step"].max()) if len(frame) else 0, diverged)
         frame = view_frame(result, [], self.names)
         chart = self._chart(result, frame)
         with self.lock:
             self.session.current, self.last_chart, self.last_frame = result, chart, frame
         return chart
 
-    def _initial_result(self) -> Result:
+    def _initial_result(self) -> LiveRun:
         cfg = self._initial_config
         frame, diverged, _ = normalize(self.initial, cfg, [])
-        return Result(cfg, frame, "diverged" if diverged else "done", int(frame["step"].max()) if len(frame) else 0, diverged)
+        return LiveRun(cfg, frame, "diverged" if diverged else "done", int(frame["step"].max()) if len(frame) else 0, diverged)
 
     @property
     def widget(self):

@@ -4,7 +4,7 @@ No widgets here. A `Session` owns one worker at a time and talks to a view throu
 while holding `session.lock` (so widget updates from the worker thread never interleave with the
 kernel thread's):
 
-    view.draw(result)              # a Result: config, tidy frame so far, status
+    view.draw(result)              # a LiveRun: config, tidy frame so far, status
     view.progress(fraction, text)  # 0..1 and "step 150/500", "cached", "stopped at step 80"
     view.message(text, level)      # level "info", "warn" or "error"
 
@@ -30,7 +30,7 @@ COLUMNS = ["run", "step", "metric", "value"]
 
 
 @dataclass
-class Result:
+class LiveRun:
     """What the explorer draws: a config and its tidy frame (complete, or so far)."""
 
     config: RunConfig
@@ -77,14 +77,13 @@ def infer_divergence(frame: pd.DataFrame) -> dict:
 
 def normalize(out, config: RunConfig, streamed: list) -> tuple[pd.DataFrame, dict, bool]:
     """(tidy frame, diverged_at, stopped) from what a run function returned: a reglab Run, a frame
-    (diverged steps in `frame.attrs["diverged_at"]` as {run: step} or a `diverged_at` column, else
-    inferred from non-finite values), or None (the streamed rows)."""
+    (diverged steps in its `diverged_at` column, else inferred from non-finite values), or None (the
+    streamed rows)."""
     stopped = bool(getattr(out, "stopped", False))
     if hasattr(out, "history") and hasattr(out, "summary"):
         frame = out.history
         summary = out.summary
-        diverged = {int(r): int(k) for r, k in zip(summary["run"], summary["diverged_at"])
-                    if k is not None and not (isinstance(k, float) and math.isnan(k))}
+        diverged = {int(r): int(k) for r, k in zip(summary["run"], summary["diverged_at"]) if not pd.isna(k)}
         return frame, diverged, stopped
     if out is None:
         frame = pd.DataFrame(streamed, columns=COLUMNS)
@@ -95,12 +94,7 @@ def normalize(out, config: RunConfig, streamed: list) -> tuple[pd.DataFrame, dic
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise ConfigError(f"The run function's frame lacks column(s) {', '.join(missing)}; a tidy frame has run, step, metric, value.")
-    given = frame.attrs.get("diverged_at")
-    if isinstance(given, dict):
-        diverged = {int(r): int(k) for r, k in given.items() if k is not None}
-    elif given is not None and not (isinstance(given, float) and math.isnan(given)):
-        diverged = {int(r): int(given) for r in frame["run"].unique()}
-    elif "diverged_at" in frame.columns:
+    if "diverged_at" in frame.columns:
         d = frame.dropna(subset=["diverged_at"]).groupby("run")["diverged_at"].first()
         diverged = {int(r): int(k) for r, k in d.items()}
     else:
@@ -116,8 +110,8 @@ class Session:
         self.run, self.view = run, view
         self.debounce, self.redraw_every, self.cache_size = debounce, redraw_every, cache_size
         self.lock = lock or threading.RLock()
-        self.cache: OrderedDict[str, Result] = OrderedDict()
-        self.current: Result | None = None
+        self.cache: OrderedDict[str, LiveRun] = OrderedDict()
+        self.current: LiveRun | None = None
         self.runs_started = 0
         self._generation = 0
         self._stop = threading.Event()
@@ -155,7 +149,7 @@ class Session:
             self._timer.start()
             return "scheduled"
 
-    def add(self, result: Result) -> None:
+    def add(self, result: LiveRun) -> None:
         """Put a finished result in the cache (e.g. the notebook's own run of the initial config)."""
         with self.lock:
             self.cache[result.key] = result
@@ -219,7 +213,7 @@ class Session:
             if stop.is_set() or time.monotonic() - state["last"] < self.redraw_every:
                 return
             started = time.monotonic()
-            partial = Result(config, pd.DataFrame(rows, columns=COLUMNS), "running", step)
+            partial = LiveRun(config, pd.DataFrame(rows, columns=COLUMNS), "running", step)
             with self.lock:
                 if gen != self._generation:
                     return
@@ -243,7 +237,7 @@ class Session:
         cancelled = (stop.is_set() or stopped) and not state["all_diverged"]
         last = int(frame["step"].max()) if len(frame) else 0
         status = "stopped" if cancelled else "diverged" if diverged else "done"
-        result = Result(config, frame, status, last, diverged)
+        result = LiveRun(config, frame, status, last, diverged)
         with self.lock:
             if not cancelled:
                 self.add(result)
@@ -253,7 +247,7 @@ class Session:
             self._show_final_locked(result)
             self._idle.set()
 
-    def _show_final_locked(self, result: Result, cached: bool = False) -> None:
+    def _show_final_locked(self, result: LiveRun, cached: bool = False) -> None:
         self.view.draw(result)
         if result.status == "stopped":
             self.view.progress(result.step / max(result.config.steps, 1), f"stopped at step {result.step}")
