@@ -57,7 +57,7 @@ def setup() -> None:
     if headless():
         alt.renderers.enable("png", scale_factor=2)
     else:
-        offline_widgets()  # from the cached bundle when there is one
+        offline_widgets()
         alt.renderers.enable("jupyter", offline=True)
 
 
@@ -161,7 +161,7 @@ def diverged_marks(frame: pd.DataFrame, metric: str, x: str = "step") -> alt.Lay
     rows = up_to_divergence(frame[(frame["metric"] == metric) & ~np.isnan(diverged_steps(frame["diverged_at"]))])
     if rows.empty:
         return None
-    last = rows.sortinline(x).groupby(_series(rows, exclude=["metric"]) or ["metric"], as_index=False).last()
+    last = rows.sort_values(x).groupby(_series(rows, exclude=["metric"]) or ["metric"], as_index=False).last()
     last["note"] = [f"diverged at step {int(k)}" for k in last["diverged_at"]]
     base = alt.Chart(inline(last)).encode(x=f"{x}:Q", y="value:Q")
     cross = base.mark_point(shape="cross", size=90, color=DIVERGED_COLOR, filled=True)

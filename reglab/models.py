@@ -90,7 +90,7 @@ class MLP:
                 p[f"U{i}"] = _uniform(generators, (fan_in, self.rank), bound, device, dtype)
                 p[f"V{i}"] = _uniform(generators, (self.rank, fan_out), 1 / math.sqrt(self.rank), device, dtype)
             else:
-                # drawn as [in, out], the order of the earlier layout, so a seed keeps its network
+                # drawn as [in, out] and stored transposed: a seed gives the same network in either orientation
                 p[f"W{i}"] = _uniform(generators, (fan_in, fan_out), bound, device, dtype).mT.contiguous()
             if self.bias:
                 p[f"b{i}"] = _uniform(generators, (fan_out,), bound, device, dtype)
