@@ -46,3 +46,9 @@ def test_compare_flags_a_value_beyond_tolerance_and_a_flipped_claim():
     problems = compare(spec, off)
     assert len(problems) == 4 and any(p.startswith("acc:") for p in problems)
     assert compare(spec, {"metrics": {}, "claims": []})  # missing values are failures too
+
+
+def test_zero_seeds_is_refused_in_seconds_before_a_kernel_starts():
+    out = reglab("report", "--only", "04_grokking", "-p", "seeds", "0")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert "'seeds'" in out.stderr and "Got 0" in out.stderr and "Traceback" not in out.stderr
