@@ -3,6 +3,7 @@
 Importing reglab changes nothing around it; a notebook switches its conveniences on with
 `reglab.setup_notebook()` (plain one-line messages for bad input, offline chart rendering).
 """
+from . import curvature
 from .claims import Claim, record
 from .config import ConfigError, RunConfig, validate
 from .data import Dataset, from_arrays, make_dataset
@@ -10,6 +11,6 @@ from .engine import Run, TrainState, train
 from .notebook import setup_notebook
 from .theme import Param, Result, Theme
 
-__all__ = ["Claim", "record", "ConfigError", "RunConfig", "validate", "Dataset", "from_arrays", "make_dataset",
+__all__ = ["curvature", "Claim", "record", "ConfigError", "RunConfig", "validate", "Dataset", "from_arrays", "make_dataset",
            "Run", "TrainState", "train", "setup_notebook", "Param", "Result", "Theme"]
 __version__ = "0.1.0"

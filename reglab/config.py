@@ -155,13 +155,17 @@ class RunConfig:
     orthogonal_grad: bool = False  # ⊥Grad: remove the gradient's component along the weights
     lr_schedule: str = "constant"
     steps: int = 1000
-    eval_every: int = 50
+    eval_every: int | None = None  # None: every 50 steps, or every step of a run shorter than that
     seed: int = 0
     device: str = "auto"
     dtype: str = "float32"
 
     # fields that may differ between members of one batched ensemble
     PER_MEMBER = ("step_size", "weight_decay", "seed", "momentum", "batch_size", "sam_radius", "grad_clip")
+
+    def __post_init__(self):
+        if self.eval_every is None:
+            self.eval_every = min(50, self.steps) if isinstance(self.steps, int) and self.steps >= 1 else 50
 
     # -- identity ------------------------------------------------------------------------------
     def to_dict(self) -> dict:

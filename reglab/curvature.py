@@ -9,6 +9,8 @@ taken per member.
     top_eigenvalues(H, k=3).eigenvalues          # [M, 3], Lanczos
     hutchinson_trace(H, n_probes=100)            # (mean [M], standard error [M])
     train(cfg, probes=[Sharpness(every=50)])     # λ_max during training, warm-started
+    run.hessian(top=3), run.hessian_trace()      # at the end of a run, every member
+    module_hessian(net, F.cross_entropy, x, y, top=3)   # any torch.nn.Module on one batch
 
 The square-loss convention of theme T1 (½‖f − y‖² summed over outputs, averaged over examples) is
 the engine's "mse" loss; the Hessian is always that of whatever `loss_fn` returns.
@@ -577,3 +579,36 @@ class Sharpness:
         for i in range(1, self.k):
             out[f"{self.name}_{i + 1}"] = res.eigenvalues[:, i]
         return out
+
+
+# ---------------------------------------------------------------------------------------------
+# any torch.nn.Module
+
+
+def module_loss(module: torch.nn.Module, loss: Callable, inputs, targets) -> tuple:
+    """(loss_fn, params) for a module's loss on one batch, in this module's stacked form (one member):
+    `loss(module(inputs), targets)` through `torch.func.functional_call`, so the module is not changed."""
+    names = [n for n, p in module.named_parameters() if p.requires_grad]
+    params = {n: p.detach()[None] for n, p in module.named_parameters() if n in names}
+
+    def loss_fn(p):
+        out = torch.func.functional_call(module, {n: v[0] for n, v in p.items()}, (inputs,))
+        return loss(out, targets).reshape(1)
+
+    return loss_fn, params
+
+
+def module_hessian(module: torch.nn.Module, loss: Callable, inputs, targets, top: int = 1, tol: float = 1e-4,
+                   seed: int = 0) -> torch.Tensor:
+    """The `top` largest Hessian eigenvalues of `loss(module(inputs), targets)` w.r.t. the module's
+    parameters ([top], largest first): PyHessian's `eigenvalues`, with a certified stop."""
+    loss_fn, params = module_loss(module, loss, inputs, targets)
+    return top_eigenvalues(loss_fn, params, k=top, tol=tol, generator=torch.Generator().manual_seed(seed)).eigenvalues[0]
+
+
+def module_hessian_trace(module: torch.nn.Module, loss: Callable, inputs, targets, n_probes: int = 100,
+                         seed: int = 0) -> tuple:
+    """Hutchinson's estimate of tr(H) of `loss(module(inputs), targets)`: (mean, standard error)."""
+    loss_fn, params = module_loss(module, loss, inputs, targets)
+    mean, stderr = hutchinson_trace(loss_fn, params, n_probes=n_probes, generator=torch.Generator().manual_seed(seed))
+    return float(mean[0]), float(stderr[0])

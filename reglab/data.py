@@ -372,28 +372,89 @@ def gaussian_mixture(n_train: int | None = None, seed: int = 0, d: int = 20, cla
     return _split("gaussian_mixture", x, y.astype(np.int64), n, "classification", classes)
 
 
+def _numeric(name: str, value, owner: str = "from_arrays") -> torch.Tensor:
+    """A list, numpy array, pandas object or tensor as a CPU tensor of numbers, or a ConfigError."""
+    if torch.is_tensor(value):
+        return value.detach().cpu()
+    if hasattr(value, "to_numpy"):  # pandas
+        value = value.to_numpy()
+    try:
+        array = np.asarray(value)
+    except ValueError as err:  # ragged lists
+        raise ConfigError(f"The '{name}' argument of {owner} must be a rectangular array of numbers ({err}).") from None
+    if array.dtype.kind not in "biuf":
+        first = array.reshape(-1)[0].item() if array.size else None
+        raise ConfigError(f"The '{name}' argument of {owner} must hold numbers (bool, int or float); "
+                          f"got dtype {array.dtype}, e.g. {first!r}.")
+    return torch.as_tensor(np.array(array))  # a copy: pandas may hand out read-only arrays
+
+
+def _first_bad(mask: torch.Tensor) -> str:
+    index = tuple(int(i) for i in torch.nonzero(mask)[0])
+    return str(index[0]) if len(index) == 1 else str(index)
+
+
+def _features(name: str, x: torch.Tensor) -> torch.Tensor:
+    if x.dim() != 2:
+        raise ConfigError(f"The '{name}' argument of from_arrays must be 2-D (examples × features). "
+                          f"Got shape {tuple(x.shape)} instead.")
+    if not x.is_floating_point():
+        if x.numel() and x.abs().max() > 2**24:
+            raise ConfigError(f"The '{name}' argument of from_arrays holds integers beyond ±2^24 at index "
+                              f"{_first_bad(x.abs() > 2**24)}, which float32 cannot hold exactly; scale them first.")
+    x = x.float()
+    bad = ~torch.isfinite(x)
+    if bad.any():
+        raise ConfigError(f"The '{name}' argument of from_arrays must be finite. Got {float(x[bad][0])} at index "
+                          f"{_first_bad(bad)}.")
+    return x
+
+
 def from_arrays(x_train, y_train, x_test=None, y_test=None, task: str | None = None, name: str = "arrays") -> Dataset:
-    """Bring your own data: numpy arrays or tensors. Integer targets mean classification."""
-    xt = torch.as_tensor(np.asarray(x_train)) if not torch.is_tensor(x_train) else x_train
-    yt = torch.as_tensor(np.asarray(y_train)) if not torch.is_tensor(y_train) else y_train
-    if len(xt) != len(yt):
-        raise ConfigError(f"x_train has {len(xt)} rows but y_train has {len(yt)}; they must match.")
+    """Bring your own data: lists, numpy arrays, pandas objects or tensors.
+
+    x: 2-D, finite numbers (integers are cast to float32). y: integer labels 0…C−1 mean classification
+    (C = the largest training label + 1; every test label must occur in training); float targets mean
+    regression (a square loss). Bad data is refused with a ConfigError naming the argument, the
+    offending index or value, and what is accepted."""
+    check("task", task, OneOf((None, "classification", "binary", "regression")), owner="from_arrays")
+    xt, yt = _features("x_train", _numeric("x_train", x_train)), _numeric("y_train", y_train)
+    if (x_test is None) != (y_test is None):
+        raise ConfigError("from_arrays takes x_test and y_test together (or neither).")
+    xs = xt[:0] if x_test is None else _features("x_test", _numeric("x_test", x_test))
+    ys = yt[:0] if y_test is None else _numeric("y_test", y_test)
+    for xn, yn, x, y in (("x_train", "y_train", xt, yt), ("x_test", "y_test", xs, ys)):
+        if len(x) != len(y):
+            raise ConfigError(f"{xn} has {len(x)} rows but {yn} has {len(y)}; they must match.")
     if len(xt) < 2:
-        raise ConfigError("Bring-your-own data needs at least 2 training examples.")
-    if x_test is None:
-        x_test, y_test = xt[:0], yt[:0]
-    xs = torch.as_tensor(np.asarray(x_test)) if not torch.is_tensor(x_test) else x_test
-    ys = torch.as_tensor(np.asarray(y_test)) if not torch.is_tensor(y_test) else y_test
-    if xt.is_floating_point():
-        xt, xs = xt.float(), xs.float()
-    if task is None:
-        task = "regression" if yt.is_floating_point() else "classification"
-    check("task", task, OneOf(("classification", "binary", "regression")), owner="from_arrays")
+        raise ConfigError(f"from_arrays needs at least 2 training examples. Got {len(xt)}.")
+    if xs.shape[1] != xt.shape[1] and len(xs):
+        raise ConfigError(f"x_test has {xs.shape[1]} features but x_train has {xt.shape[1]}; they must match.")
+    task = task or ("regression" if yt.is_floating_point() else "classification")
     if task == "classification":
+        for label, y in (("y_train", yt), ("y_test", ys)):
+            if y.is_floating_point() and not torch.equal(y, y.round()):
+                raise ConfigError(f"The '{label}' argument of from_arrays must hold integer class labels for "
+                                  f"classification (or pass task='regression'). Got {float(y[y != y.round()][0])} at "
+                                  f"index {_first_bad(y != y.round())}.")
+            if y.dim() != 1:
+                raise ConfigError(f"The '{label}' argument of from_arrays must be 1-D (one label per example). "
+                                  f"Got shape {tuple(y.shape)} instead.")
+            if len(y) and y.min() < 0:
+                raise ConfigError(f"The '{label}' argument of from_arrays must hold class labels ≥ 0. Got "
+                                  f"{int(y.min())} at index {_first_bad(y < 0)}.")
         yt, ys = yt.long(), ys.long()
-        n_classes = int(max(yt.max(), ys.max() if len(ys) else 0)) + 1
+        n_classes = int(yt.max()) + 1
+        unseen = ys >= n_classes
+        if unseen.any():
+            raise ConfigError(f"The 'y_test' argument of from_arrays holds label {int(ys[unseen][0])} at index "
+                              f"{_first_bad(unseen)}, which never occurs in y_train (labels 0…{n_classes - 1}).")
         return Dataset(name, xt, yt, xs, ys, task, n_classes)
     yt, ys = yt.float(), ys.float()
+    for label, y in (("y_train", yt), ("y_test", ys)):
+        if not torch.isfinite(y).all():
+            raise ConfigError(f"The '{label}' argument of from_arrays must be finite. Got a non-finite target "
+                              f"at index {_first_bad(~torch.isfinite(y))}.")
     if yt.dim() == 1:
         yt, ys = yt[:, None], ys.reshape(-1, 1)
     return Dataset(name, xt, yt, xs, ys, task)

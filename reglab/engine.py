@@ -91,6 +91,32 @@ class Run:
         d = self.summary["diverged_at"].iloc[m]
         return None if d is None or pd.isna(d) else int(d)
 
+    def loss(self, params=None, split: str = "train") -> torch.Tensor:
+        """Differentiable mean loss of every member on a whole split at `params` (default: the final
+        parameters): [M]. The function the curvature methods below differentiate."""
+        params = self.params if params is None else params
+        x, y = (self.data.x_train, self.data.y_train) if split == "train" else (self.data.x_test, self.data.y_test)
+        return LOSSES[self.configs[0].loss](self.model(params, x), y).mean(-1)
+
+    def _alive(self) -> torch.Tensor:
+        return torch.tensor([self.diverged_step(m) is None for m in range(len(self.configs))])
+
+    def hessian(self, top: int = 1, split: str = "train", tol: float = 1e-4, seed: int = 0) -> torch.Tensor:
+        """The `top` largest eigenvalues of each member's loss Hessian at its final parameters: [M, top],
+        by Lanczos with a certified stop (every Ritz residual ≤ tol·|θ|). Diverged members get NaN."""
+        from .curvature import top_eigenvalues
+
+        return top_eigenvalues(lambda p: self.loss(p, split), self.params, k=top, tol=tol, active=self._alive(),
+                               generator=torch.Generator().manual_seed(seed)).eigenvalues
+
+    def hessian_trace(self, n_probes: int = 100, split: str = "train", seed: int = 0) -> tuple:
+        """Hutchinson's estimate of each member's Hessian trace at its final parameters:
+        (mean [M], standard error [M])."""
+        from .curvature import hutchinson_trace
+
+        return hutchinson_trace(lambda p: self.loss(p, split), self.params, n_probes=n_probes,
+                                generator=torch.Generator().manual_seed(seed))
+
 
 def labels(configs) -> list:
     """The per-member fields that actually vary in this ensemble (always at least step_size)."""

@@ -52,3 +52,8 @@ def test_zero_seeds_is_refused_in_seconds_before_a_kernel_starts():
     out = reglab("report", "--only", "04_grokking", "-p", "seeds", "0")
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
     assert "'seeds'" in out.stderr and "Got 0" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_output_is_accepted_as_a_spelling_of_out():
+    out = reglab("report", "--only", "00_quickstart", "--output", "/tmp/x", "-p", "step_size", "-1")
+    assert out.returncode == 2 and "unrecognized" not in out.stderr and "'step_size'" in out.stderr

@@ -55,3 +55,8 @@ def test_bad_stamp_and_unknown_field_are_clear():
         RunConfig.from_text("reglab:{oops")
     with pytest.raises(ConfigError, match="Unknown RunConfig parameter.*learning_rate"):
         RunConfig.from_dict({"learning_rate": 0.1})
+
+
+def test_the_default_evaluation_interval_adapts_to_a_short_run():
+    assert validate(RunConfig(steps=30)).eval_every == 30
+    assert RunConfig().eval_every == 50 and RunConfig(steps=30, eval_every=10).eval_every == 10

@@ -223,6 +223,38 @@ def test_against_pyhessian():
     assert abs(float(mean[0]) - ph_mean) <= 4 * math.hypot(float(se[0]), ph_se)
 
 
+def test_module_hessian_matches_pyhessian_and_run_hessian_matches_lanczos():
+    pyhessian = pytest.importorskip("pyhessian")
+    data = make_dataset("digits", 200)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.Tanh(), torch.nn.Linear(16, 10))
+    criterion = torch.nn.functional.cross_entropy
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ph_top = pyhessian.hessian(net, criterion, data=(data.x_train, data.y_train), cuda=False).eigenvalues(
+            maxIter=300, tol=1e-6, top_n=2)[0]
+    ours = C.module_hessian(net, criterion, data.x_train, data.y_train, top=2, tol=1e-6)
+    for got, want in zip(ours.tolist(), ph_top):
+        assert abs(got - want) <= 0.01 * abs(want)
+    exact = float(C.hessian_trace(*C.module_loss(net, criterion, data.x_train, data.y_train))[0])
+    mean, se = C.module_hessian_trace(net, criterion, data.x_train, data.y_train, n_probes=200)
+    assert abs(mean - exact) <= 4 * se
+
+    run = train(RunConfig(data="digits", n_train=200, width=16, depth=1, activation="tanh", steps=20,
+                          eval_every=10, step_size=0.05), progress=False)
+    want = C.top_eigenvalues(run.loss, run.params, k=2, generator=torch.Generator().manual_seed(0)).eigenvalues
+    torch.testing.assert_close(run.hessian(top=2), want)
+    mean, se = run.hessian_trace(n_probes=50)
+    assert mean.shape == (1,) and float(se[0]) > 0
+
+
+def test_run_hessian_is_nan_for_a_diverged_member():
+    cfg = RunConfig(data="digits", n_train=100, width=8, depth=1, loss="mse", steps=30, eval_every=10)
+    run = train([cfg.replace(step_size=1e4), cfg.replace(step_size=0.05)], progress=False)
+    top = run.hessian()
+    assert run.diverged_step(0) is not None and torch.isnan(top[0, 0]) and torch.isfinite(top[1, 0])
+
+
 def test_batched_products_match_one_by_one():
     _, params, _, loss_fn = digits_problem(members=2)
     H = C.Hessian(loss_fn, params)
