@@ -9,8 +9,9 @@ from .config import ConfigError, RunConfig, validate
 from .data import Dataset, from_arrays, make_dataset
 from .engine import Run, TrainState, train
 from .notebook import setup_notebook
+from .sweep import SweepResult, sweep
 from .theme import Param, Result, Theme
 
 __all__ = ["curvature", "Claim", "record", "ConfigError", "RunConfig", "validate", "Dataset", "from_arrays", "make_dataset",
-           "Run", "TrainState", "train", "setup_notebook", "Param", "Result", "Theme"]
+           "Run", "TrainState", "train", "setup_notebook", "sweep", "SweepResult", "Param", "Result", "Theme"]
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""`reglab report` and `reglab record-expected`: the command line."""
+"""`reglab report`, `reglab sweep`, `reglab record-expected` and `reglab golden`: the command line."""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +15,11 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="override a notebook parameter, as with papermill")
     report.add_argument("--out", "--output", dest="out", default="reports", help="output folder (default: reports)")
+    sweep = sub.add_parser("sweep", help="train a grid of configs as batched ensembles, here or on a Ray cluster")
+    sweep.add_argument("grid", help="a YAML file: base (RunConfig fields) and grid ({field: [values]})")
+    sweep.add_argument("--cluster", default=None, help="local, ray or ray://host:port (default: this process)")
+    sweep.add_argument("--store", default=None, help="folder for finished chunks (the same command resumes)")
+    sweep.add_argument("--out", "--output", dest="out", default="sweep.csv", help="summary table (default: sweep.csv)")
     record = sub.add_parser("record-expected", help="re-record a notebook's expected outputs for the regression tests")
     record.add_argument("notebook", help="notebook name, e.g. 00_quickstart")
     record.add_argument("--case", default="ci", help="case name (tests/expected/<notebook>/<case>.json)")
@@ -40,6 +45,22 @@ def main(argv=None) -> int:
             print(f"reglab report: {len(pages)} notebooks, {tally}, "
                   f"{len(failed)} failed{': ' + ', '.join(failed) if failed else ''} → {args.out}/index.html")
             return 0 if ok else 1
+        if args.command == "sweep":
+            import yaml
+
+            from .config import RunConfig
+            from .sweep import sweep
+
+            spec = yaml.safe_load(open(args.grid, encoding="utf-8")) or {}
+            unknown = sorted(set(spec) - {"base", "grid"})
+            if unknown or "grid" not in spec:
+                raise ConfigError(f"{args.grid} must hold 'grid' (and optionally 'base'); got {', '.join(spec) or 'nothing'}.")
+            result = sweep(RunConfig.from_dict(spec.get("base") or {}), spec["grid"], cluster=args.cluster,
+                           store=args.store)
+            result.summary.to_csv(args.out, index=False)
+            print(f"reglab sweep: {len(result.configs)} runs in {result.chunks} chunks ({result.trained} trained now) "
+                  f"→ {args.out}")
+            return 0
         if args.command == "record-expected":
             from .expected import record_case
 

@@ -370,18 +370,6 @@ def _progress(total, progress, members):
     return tqdm(total=total, desc=f"training {members} run{'s' if members > 1 else ''}", leave=False, mininterval=0.5)
 
 
-def sweep(base: RunConfig, grid: dict, **train_kwargs) -> Run:
-    """Train every combination of per-member values as one ensemble, e.g.
-    `sweep(cfg, {"step_size": [0.05, 0.1], "seed": [0, 1, 2]})`; keyword arguments go to `train`."""
-    import itertools
-
-    for name in grid:
-        if name not in RunConfig.PER_MEMBER:
-            raise ConfigError(f"sweep can vary only {', '.join(RunConfig.PER_MEMBER)}; got '{name}'.")
-    configs = [base.replace(**dict(zip(grid, combo))) for combo in itertools.product(*grid.values())]
-    return train(configs, **train_kwargs)
-
-
 def _cached_train(configs, data, probes, on_eval, stop, progress, cache) -> Run:
     from . import cache as disk
 

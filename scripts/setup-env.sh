@@ -29,5 +29,5 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     fi
   fi
 fi
-pip install -q -e ".[dev]"
+pip install -q -e ".[dev,cluster]"
 touch "$stamp"
