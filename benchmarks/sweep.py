@@ -1,34 +1,42 @@
-"""Sweep benchmark: 16 MNIST-1D MLPs (40-100-100-10, SGD, B = 32, 2000 steps, 16 step sizes) trained
-as one reglab ensemble vs a sequential plain-PyTorch loop (nn.Sequential + torch.optim.SGD), both
-measured in this run, at each intra-op thread count asked for (default 1 and 2: the machine has 2 cores).
-Prints the ratio at each thread count, and ends with `RESULT sweep <ratio>`: the plain loop's best time
-over the thread counts against the ensemble's best, each side using the machine as well as it can.
-Also times the same ensemble with autograd through the whole network instead of the MLP's written-out
-backward pass (`RESULT sweep_backward`: what writing the backward out buys, at the ensemble's best
-thread count).
+"""Sweep benchmark: 16 MNIST-1D MLPs (40-100-100-10, SGD, B = 32, 2000 steps, 16 step sizes), three ways,
+all measured in this run at each intra-op thread count asked for (default 1 and 2):
+
+- plain: a sequential loop, nn.Sequential + torch.optim.SGD, one model after the other;
+- vmap: the ensemble an expert writes with torch.func (stack_module_state, vmap over grad of a
+  functional_call, one stacked SGD update);
+- reglab: one `reglab.train` ensemble.
+
+Interleaved rounds (the shared machine's speed drifts): each round trains 1/rounds of the plain loop's
+models, then the vmap ensemble and the reglab ensemble. Prints each side's best time over the thread
+counts and ends with `RESULT sweep <plain / reglab>` and `RESULT sweep_vmap <vmap / reglab>` (> 1: reglab
+is ahead).
 
     .venv/bin/python benchmarks/sweep.py [--steps 2000] [--members 16] [--device auto] [--threads 1,2] [--rounds 4]
 """
 import argparse
+import copy
 import os
 import statistics
 import time
 
 import torch
+from torch.func import functional_call, grad, stack_module_state, vmap
 
 from reglab import RunConfig, make_dataset, train
 from reglab.config import resolve_device
-from reglab.models import MLP, autograd_value_and_grad
 
-written_out = MLP.value_and_grad
+
+def network(seed, device):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(40, 100), torch.nn.ReLU(), torch.nn.Linear(100, 100), torch.nn.ReLU(),
+                               torch.nn.Linear(100, 10)).to(device)
 
 
 def plain_loop(data, step_sizes, steps, batch, device, first_seed=0):
     x, y = data.x_train.to(device), data.y_train.to(device)
     for i, lr in enumerate(step_sizes, start=first_seed):
         g = torch.Generator().manual_seed(i)
-        net = torch.nn.Sequential(torch.nn.Linear(40, 100), torch.nn.ReLU(), torch.nn.Linear(100, 100), torch.nn.ReLU(),
-                                  torch.nn.Linear(100, 10)).to(device)
+        net = network(i, device)
         opt = torch.optim.SGD(net.parameters(), lr=lr)
         for _ in range(steps):
             idx = torch.randint(0, len(x), (batch,), generator=g).to(device)
@@ -36,8 +44,26 @@ def plain_loop(data, step_sizes, steps, batch, device, first_seed=0):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+
+
+def vmap_ensemble(data, step_sizes, steps, batch, device):
+    x, y = data.x_train.to(device), data.y_train.to(device)
+    nets = [network(i, device) for i in range(len(step_sizes))]
+    params, buffers = stack_module_state(nets)
+    base = copy.deepcopy(nets[0]).to("meta")
+
+    def loss(p, b, xb, yb):
+        return torch.nn.functional.cross_entropy(functional_call(base, (p, b), (xb,)), yb)
+
+    gradient = vmap(grad(loss))
+    lr = torch.tensor(step_sizes, device=device)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (len(step_sizes), batch), generator=g).to(device)
+        grads = gradient(params, buffers, x[idx], y[idx])
+        with torch.no_grad():
+            for k, p in params.items():
+                p.sub_(lr.view(-1, *[1] * (p.dim() - 1)) * grads[k])
 
 
 def use_threads(n):
@@ -51,7 +77,7 @@ def main():
     ap.add_argument("--members", type=int, default=16)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", default="1,2", help="comma-separated intra-op thread counts to compare")
-    ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds: ensemble timings per thread count and backward (median)")
+    ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds (ensemble times: their median)")
     args = ap.parse_args()
     thread_counts = [int(t) for t in args.threads.split(",")]
     device = resolve_device(args.device)
@@ -61,6 +87,7 @@ def main():
                          eval_every=args.steps, seed=i, device=args.device) for i, s in enumerate(step_sizes)]
     train(configs[0].replace(steps=20, eval_every=20), progress=False)  # warm-up
     plain_loop(data, step_sizes[:1], 20, 32, device)
+    vmap_ensemble(data, step_sizes, 20, 32, device)
 
     def timed(fn):
         t = time.perf_counter()
@@ -69,40 +96,28 @@ def main():
             torch.cuda.synchronize()
         return time.perf_counter() - t, result
 
-    # Interleaved: the machine is shared and its speed drifts by tens of percent within minutes, so each
-    # round trains 1/rounds of the plain loop's models and then the ensemble, at each thread count; the
-    # plain loop's time is its sum over rounds (all 16 models once), the ensemble's the median of its rounds.
     share = -(-args.members // args.rounds)
     plain = {n: 0.0 for n in thread_counts}
-    times = {(n, backward): [] for n in thread_counts for backward in ("written", "autograd")}
-    runs = {}
+    times = {(n, side): [] for n in thread_counts for side in ("vmap", "reglab")}
     for r in range(args.rounds):
         part = step_sizes[r * share:(r + 1) * share]
         for n in thread_counts:
             use_threads(n)
             plain[n] += timed(lambda: plain_loop(data, part, args.steps, 32, device, r * share))[0]
-            for backward in ("written", "autograd"):  # the same engine, with autograd through the whole network or not
-                MLP.value_and_grad = written_out if backward == "written" else autograd_value_and_grad
-                t, runs[backward] = timed(lambda: train(configs, progress=False))
-                times[n, backward].append(t)
-    MLP.value_and_grad = written_out
+            times[n, "vmap"].append(timed(lambda: vmap_ensemble(data, step_sizes, args.steps, 32, device))[0])
+            t, run = timed(lambda: train(configs, progress=False))
+            times[n, "reglab"].append(t)
     median = {key: statistics.median(v) for key, v in times.items()}
-
-    run = runs["written"]
-    gap = (run.summary.train_loss - runs["autograd"].summary.train_loss).abs().max()
     print(f"device {device}, {args.members} members × {args.steps} steps, ensemble medians of {args.rounds} rounds "
-          f"(final train acc {run.summary.train_acc.min():.2f}–{run.summary.train_acc.max():.2f}; "
-          f"largest train-loss gap to autograd {gap:.1e})")
-    print("threads  plain PyTorch  reglab ensemble  (with autograd)  ratio")
+          f"(reglab final train acc {run.summary.train_acc.min():.2f}–{run.summary.train_acc.max():.2f})")
+    print("threads  plain loop   vmap ensemble  reglab ensemble")
     for n in thread_counts:
-        print(f"{n:7d}  {plain[n]:11.2f} s  {median[n, 'written']:13.2f} s  {median[n, 'autograd']:13.2f} s"
-              f"  {plain[n] / median[n, 'written']:5.2f}")
-    best = min(thread_counts, key=lambda n: median[n, "written"])
+        print(f"{n:7d}  {plain[n]:8.2f} s  {median[n, 'vmap']:11.2f} s  {median[n, 'reglab']:13.2f} s")
+    best = {side: min(median[n, side] for n in thread_counts) for side in ("vmap", "reglab")}
     best_plain = min(plain.values())
-    print(f"best against best: plain {best_plain:.2f} s ({min(plain, key=plain.get)} thread(s)), "
-          f"ensemble {median[best, 'written']:.2f} s ({best} thread(s))")
-    print(f"RESULT sweep_backward {median[best, 'autograd'] / median[best, 'written']:.2f}")
-    print(f"RESULT sweep {best_plain / median[best, 'written']:.2f}")
+    print(f"best of each: plain {best_plain:.2f} s, vmap {best['vmap']:.2f} s, reglab {best['reglab']:.2f} s")
+    print(f"RESULT sweep_vmap {best['vmap'] / best['reglab']:.2f}")
+    print(f"RESULT sweep {best_plain / best['reglab']:.2f}")
 
 
 if __name__ == "__main__":

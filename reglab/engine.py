@@ -24,7 +24,7 @@ import torch
 from . import transforms as T
 from .config import ConfigError, RunConfig, resolve_device, validate
 from .data import Dataset, make_dataset
-from .losses import LOSSES, accuracy, objective
+from .losses import LOSSES, accuracy, batch_loss
 from .models import build_model
 
 EVAL_CHUNK = 8192  # examples per forward pass when evaluating on a whole split
@@ -203,12 +203,20 @@ def _gather(t: torch.Tensor, idx):
     return t if idx is None else t.index_select(0, idx.reshape(-1)).view(*idx.shape, *t.shape[1:])
 
 
-def _sam_gradient(model, params, x, batch_objective, grads, radius):
+def value_and_grad(model, params, x, y, loss_name, weights):
+    """(loss [M], {name: gradient}): every member's batch loss, differentiated by autograd. Members never
+    interact, so the gradient of the summed loss is each member's own."""
+    with torch.enable_grad():
+        loss = batch_loss(LOSSES[loss_name](model(params, x), y), weights)
+        grads = torch.autograd.grad(loss.sum(), list(params.values()), materialize_grads=True)  # unused: zeros
+    return loss.detach(), dict(zip(params, grads))
+
+
+def _sam_gradient(model, params, x, y, loss_name, weights, grads, radius):
     """Sharpness-aware minimization: the gradient at w + ρ g/‖g‖, per member."""
-    norm = T.member_norm(grads)
-    scale = radius / (norm + 1e-12)
+    scale = radius / (T.member_norm(grads) + 1e-12)
     shifted = {k: (p + T.per_member(scale, p) * grads[k]).detach().requires_grad_() for k, p in params.items()}
-    return model.value_and_grad(shifted, x, batch_objective)[1]
+    return value_and_grad(model, shifted, x, y, loss_name, weights)[1]
 
 
 def evaluate(model, params, data: Dataset, loss_name: str, memo: dict | None = None) -> dict:
@@ -316,10 +324,9 @@ def train(configs: RunConfig | Sequence[RunConfig], data: Dataset | None = None,
             break
         idx, w = batches.next()
         x, y = _gather(data.x_train, idx), _gather(data.y_train, idx)
-        batch_objective = objective(cfg.loss, y, w)
-        loss, grads = model.value_and_grad(params, x, batch_objective)
+        loss, grads = value_and_grad(model, params, x, y, cfg.loss, w)
         if step <= sam_until:
-            grads = _sam_gradient(model, params, x, batch_objective, grads, sam_radius)
+            grads = _sam_gradient(model, params, x, y, cfg.loss, w, grads, sam_radius)
         with torch.no_grad():
             step_losses[step - 1] = loss
             if limit is None:

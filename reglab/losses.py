@@ -53,51 +53,10 @@ LOSSES = {"ce": cross_entropy, "stablemax_ce": stablemax_cross_entropy, "mse": s
           "logistic": logistic}
 
 
-def _cross_entropy_and_grad(out, y):
-    if out.stride(-1) != 1 and out.mT.is_contiguous():  # a class-major [M, C, B] tensor seen as [M, B, C]
-        loss, grad = _cross_entropy_along(out.mT, y, 1)
-        return loss, grad.mT
-    return _cross_entropy_along(out, y, -1)
-
-
-def _cross_entropy_along(z, y, dim):
-    """Loss and softmax − one-hot with the classes on axis `dim`: the axis as it lies in memory. The MLP's
-    outputs are class-major, where log_softmax over dim 1 is 2–3× faster than over a copy that makes
-    the classes contiguous (and the MLP's backward wants the derivative class-major too)."""
-    log_p = torch.log_softmax(z, dim)
-    y = _targets(y, z.shape[0]).unsqueeze(dim)
-    grad = log_p.exp()
-    grad.scatter_add_(dim, y, torch.full(y.shape, -1.0, dtype=z.dtype, device=z.device))  # softmax − one-hot
-    return -log_p.gather(dim, y).squeeze(dim), grad
-
-
-def _square_and_grad(out, y):
-    residual = _residual(out, y)
-    return 0.5 * residual.pow(2).sum(-1), residual
-
-
-# per-example loss [M, B] and its derivative by the outputs [M, B, C], written out: an autograd call costs
-# more than the arithmetic at training-step sizes (~70 µs fixed; benchmarks/README.md)
-LOSS_AND_GRADS = {"ce": _cross_entropy_and_grad, "mse": _square_and_grad}
-
-
-def objective(name: str, y, weights=None):
-    """The training objective on a batch as a function `out -> (loss [M], dloss/dout [M, B, C])`: per member
-    Σ_b weights[m, b]·ℓ(out_b, y_b), or the mean over the batch when weights is None. Models backpropagate
-    dloss/dout through themselves (models.autograd_value_and_grad, MLP.value_and_grad)."""
-    def value_and_grad(out):
-        if name in LOSS_AND_GRADS:
-            per_example, grad = LOSS_AND_GRADS[name](out, y)
-        else:
-            with torch.enable_grad():
-                leaf = out.detach().requires_grad_()
-                per_example = LOSSES[name](leaf, y)
-                (grad,) = torch.autograd.grad(per_example.sum(), leaf)
-            per_example = per_example.detach()
-        w = torch.full_like(per_example, 1.0 / per_example.shape[-1]) if weights is None else weights
-        return (per_example * w).sum(-1), grad.mul_(w.unsqueeze(-1))
-
-    return value_and_grad
+def batch_loss(per_example, weights=None):
+    """Each member's loss on its batch, [M]: Σ_b weights[m, b]·ℓ_b (weights pad members whose batches are
+    smaller), or the mean over the batch when weights is None."""
+    return per_example.mean(-1) if weights is None else (per_example * weights).sum(-1)
 
 
 def accuracy(out, y):

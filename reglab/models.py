@@ -22,30 +22,7 @@ def identity(h):
     return h
 
 
-# in place where the backward needs only the output (every input here is a layer's fresh output): one
-# allocation fewer per layer, and a fresh 25 MB tensor faults in its pages at a cost larger than the
-# relu itself (an evaluation of 16 MLPs on 4000 examples: ~90 → ~70 ms)
-ACTIVATIONS = {"relu": torch.relu_, "tanh": torch.tanh_, "gelu": F.gelu, "linear": identity}
-# dL/dz from dL/da for a = act(z): PyTorch's own backward kernels, called without building a graph
-ACTIVATION_GRADS = {"relu": lambda d, z, a: torch.ops.aten.threshold_backward(d, a, 0.0),
-                    "tanh": lambda d, z, a: torch.ops.aten.tanh_backward(d, a),
-                    "gelu": lambda d, z, a: torch.ops.aten.gelu_backward(d, z),
-                    "linear": lambda d, z, a: d}
-
-
-def _mm(a, b):
-    """a @ b, as torch.bmm when both are batched: matmul would first copy a transposed view into a
-    contiguous tensor (~10 % of a gradient's time at sweep sizes)."""
-    return torch.bmm(a, b) if a.dim() == b.dim() == 3 else a @ b
-
-
-def autograd_value_and_grad(model, params, x, objective):
-    """(loss [M], {name: gradient}) by autograd through the whole model: any model whose parameters require
-    grad. `objective(out) -> (loss [M], dloss/dout)` is the loss on the batch (losses.objective)."""
-    out = model(params, x)
-    loss, d_out = objective(out.detach())
-    grads = torch.autograd.grad(out, list(params.values()), d_out, materialize_grads=True)  # unused: zeros
-    return loss, dict(zip(params, grads))
+ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "gelu": F.gelu, "linear": identity}
 
 
 def _uniform(generators, shape, bound, device, dtype):
@@ -59,13 +36,10 @@ def _normal(generators, shape, std, device, dtype):
 
 
 class MLP:
-    """x → [Linear → (BatchNorm) → activation] × depth → Linear.
+    """x → [Linear → (BatchNorm) → activation] × depth → Linear, every member at once.
 
-    Dense weights are stored as nn.Linear stores them, W{i}: [M, out, in], and hidden states run
-    feature-major, [M, width, B], so every layer is `W @ h` on contiguous operands and inputs shared by
-    all members ([B, in]) go through the first layer as ONE matrix product for the whole ensemble: a
-    forward + backward 1.1–1.15× faster than the textbook `h @ W` layout (benchmarks/layout.py).
-    `weight(params, i)` gives the math orientation [M, in, out] (y = x W) for metrics.
+    Weights are stored in the math orientation, W{i}: [M, in, out], so each layer reads as the
+    textbook `h = act(h @ W + b)` with a batched matmul over members; autograd does the backward pass.
 
     `rank` factorizes weight matrix `rank_layer` as W = U V (U: in×r, V: r×out). With `center_output`
     the model returns output_scale·(f(x) − f₀(x)), f₀ the network at initialization (lazy-training
@@ -90,8 +64,7 @@ class MLP:
                 p[f"U{i}"] = _uniform(generators, (fan_in, self.rank), bound, device, dtype)
                 p[f"V{i}"] = _uniform(generators, (self.rank, fan_out), 1 / math.sqrt(self.rank), device, dtype)
             else:
-                # drawn as [in, out] and stored transposed: a seed gives the same network in either orientation
-                p[f"W{i}"] = _uniform(generators, (fan_in, fan_out), bound, device, dtype).mT.contiguous()
+                p[f"W{i}"] = _uniform(generators, (fan_in, fan_out), bound, device, dtype)
             if self.bias:
                 p[f"b{i}"] = _uniform(generators, (fan_out,), bound, device, dtype)
             if self.batchnorm and i < len(self.dims) - 2:
@@ -102,30 +75,31 @@ class MLP:
         return p
 
     def weight(self, params, i):
-        """The (possibly factorized) weight matrix of layer i in the math orientation, [M, in, out]."""
-        return params[f"W{i}"].mT if f"W{i}" in params else params[f"U{i}"] @ params[f"V{i}"]
+        """The (possibly factorized) weight matrix of layer i, [M, in, out] (y = x W)."""
+        return params[f"W{i}"] if f"W{i}" in params else params[f"U{i}"] @ params[f"V{i}"]
 
-    def _layer(self, params, i, h):
-        """Layer i on feature-major h: [M, in, B], or [in, B] shared by all members → [M, out, B]."""
-        bias = params.get(f"b{i}")
+    def _linear(self, params, i, h):
+        """Layer i: h [M, B, in] (or [B, in], shared by every member) → [M, B, out]."""
         if f"W{i}" in params:
-            w = params[f"W{i}"]
+            h = h @ params[f"W{i}"]
         else:
-            h, w = _mm(params[f"U{i}"].mT, h), params[f"V{i}"].mT  # never forms U V: cheaper for small r
-        if h.dim() == 2:  # shared inputs: all members' rows stacked into one GEMM
-            M, out, d = w.shape
-            flat = w.reshape(M * out, d)
-            h = torch.mm(flat, h) if bias is None else torch.addmm(bias.reshape(M * out, 1), flat, h)
-            return h.view(M, out, -1)
-        if bias is None:
-            return _mm(w, h)
-        return torch.baddbmm(bias.unsqueeze(-1), w, h)  # bias add fused into the batched matmul
+            h = (h @ params[f"U{i}"]) @ params[f"V{i}"]  # never forms U V: cheaper for small r
+        return h + params[f"b{i}"].unsqueeze(1) if f"b{i}" in params else h
+
+    @staticmethod
+    def _batchnorm(h, gain, shift):
+        """Each member's features normalized over its batch: F.batch_norm on [B, M·d] (every (member,
+        feature) pair a channel). A batch of one normalizes to 0, leaving the shift."""
+        M, B, d = h.shape
+        if B == 1:
+            return shift.unsqueeze(1) + 0 * h * gain.unsqueeze(1)
+        flat = h.transpose(0, 1).reshape(B, M * d)
+        return F.batch_norm(flat, None, None, gain.reshape(-1), shift.reshape(-1), training=True).view(B, M, d).transpose(0, 1)
 
     def _hidden(self, params, x) -> list:
-        h = x.mT  # feature-major view: [in, B] or [M, in, B]
-        hidden = []
+        h, hidden = x, []
         for i in range(len(self.dims) - 2):
-            h = self._layer(params, i, h)
+            h = self._linear(params, i, h)
             if self.batchnorm:  # batch statistics of the batch at hand (train and evaluation alike)
                 h = self._batchnorm(h, params[f"gain{i}"], params[f"shift{i}"])
             h = self.act(h)
@@ -134,101 +108,20 @@ class MLP:
 
     def features(self, params, x) -> list:
         """Post-activation hidden representations of every hidden layer, each [M, B, width]."""
-        return [h.mT for h in self._hidden(params, x)]
-
-    @staticmethod
-    def _group_norm(h, gain, shift):
-        """Per-member batch norm on [M, d, B] (B ≥ 2). Every (member, feature) is one group of PyTorch's fused
-        group norm, which then normalizes over the batch: half the time of F.batch_norm on the same tensor,
-        forward and backward, in a micro-benchmark of these shapes. Returns the normalized [M, d, B] and
-        what its backward kernel needs (input as groups, means, reciprocal deviations)."""
-        M, d, B = h.shape
-        groups = h.reshape(1, M * d, B)
-        y, mean, rstd = torch.ops.aten.native_group_norm(groups, gain.reshape(-1), shift.reshape(-1), 1, M * d, B,
-                                                         M * d, 1e-5)
-        return y.view(M, d, B), (groups, mean, rstd)
-
-    @classmethod
-    def _batchnorm(cls, h, gain, shift):
-        if h.shape[-1] == 1:  # group norm refuses a group of one value; the normalized value is 0 either way
-            return shift.unsqueeze(-1).expand(*h.shape) + 0 * h
-        return cls._group_norm(h, gain, shift)[0]
+        return self._hidden(params, x)
 
     def _readout(self, params, x, hidden):
-        return self._layer(params, len(self.dims) - 2, hidden[-1] if hidden else x.mT).mT
-
-    def _scaled(self, out, x):
-        """The network's output as the model reports it: α·(f − f₀) when centered, α·f otherwise."""
-        if self.center_output:
-            return self.output_scale * (out - self._readout(self.initial, x, self._hidden(self.initial, x)).detach())
-        return out if self.output_scale == 1.0 else self.output_scale * out
+        return self._linear(params, len(self.dims) - 2, hidden[-1] if hidden else x)
 
     def forward(self, params, x):
         """(outputs [M, B, out], hidden features as `features` gives them) from one pass."""
         hidden = self._hidden(params, x)
-        return self._scaled(self._readout(params, x, hidden), x), [h.mT for h in hidden]
-
-    def value_and_grad(self, params, x, objective):
-        """(loss [M], {name: gradient}) with the backward pass written out, micrograd style: each forward
-        piece leaves a function that maps dL/d(its output) to dL/d(its input) and fills in its parameters'
-        gradients. Those are a few batched matmuls and PyTorch's own fused backward kernels (activation,
-        group norm), with no autograd graph. Same gradients as autograd to float rounding
-        (tests/test_engine.py); 1.1–1.2× faster than autograd through the same model
-        (benchmarks/README.md)."""
-        if self.batchnorm and x.shape[-2] == 1:  # group norm has no one-value groups: see _batchnorm
-            return autograd_value_and_grad(self, params, x, objective)
-        grads, backward = {}, []
-        with torch.no_grad():
-            h = x.mT
-            for i in range(len(self.dims) - 1):
-                h = self._linear_taped(params, i, h, grads, backward)
-                if i < len(self.dims) - 2:
-                    if self.batchnorm:
-                        h = self._batchnorm_taped(params, i, h, grads, backward)
-                    h = self._activation_taped(h, backward)
-            loss, d = objective(self._scaled(h.mT, x))
-            d = d.mT if self.output_scale == 1.0 else self.output_scale * d.mT  # f₀ has no gradient
-            for back in reversed(backward):
-                d = back(d)
-        return loss, {k: grads[k] for k in params}
-
-    def _linear_taped(self, params, i, h, grads, backward):
-        z = self._layer(params, i, h)
-
-        def back(d):  # d = dL/dz [M, out, B]; h is [M, in, B], or [in, B] shared (matmul broadcasts it)
-            if f"b{i}" in params:
-                grads[f"b{i}"] = d.sum(-1)
-            if f"W{i}" in params:
-                grads[f"W{i}"] = _mm(d, h.mT)
-                return None if i == 0 else _mm(params[f"W{i}"].mT, d)
-            U, V = params[f"U{i}"], params[f"V{i}"]
-            t = _mm(U.mT, h)  # recomputed rather than kept: r is small
-            grads[f"V{i}"] = _mm(t, d.mT)
-            dt = _mm(V, d)
-            grads[f"U{i}"] = _mm(h, dt.mT)
-            return None if i == 0 else _mm(U, dt)
-
-        backward.append(back)
-        return z
-
-    def _batchnorm_taped(self, params, i, h, grads, backward):
-        M, d, B = h.shape
-        gain = params[f"gain{i}"]
-        y, (groups, mean, rstd) = self._group_norm(h, gain, params[f"shift{i}"])
-
-        def back(dy):
-            dx, dgain, dshift = torch.ops.aten.native_group_norm_backward(
-                dy.reshape(1, M * d, B), groups, mean, rstd, gain.reshape(-1), 1, M * d, B, M * d, [True, True, True])
-            grads[f"gain{i}"], grads[f"shift{i}"] = dgain.view(M, d), dshift.view(M, d)
-            return dx.view(M, d, B)
-
-        backward.append(back)
-        return y
-
-    def _activation_taped(self, z, backward):
-        a, grad = self.act(z), ACTIVATION_GRADS[self.activation]
-        backward.append(lambda d: grad(d, z, a))
-        return a
+        out = self._readout(params, x, hidden)
+        if self.center_output:  # α·(f − f₀): f₀ is a constant of the data, with no gradient
+            with torch.no_grad():
+                out0 = self._readout(self.initial, x, self._hidden(self.initial, x))
+            out = out - out0
+        return (out if self.output_scale == 1.0 else self.output_scale * out), hidden
 
     def __call__(self, params, x):
         return self.forward(params, x)[0]
@@ -264,8 +157,6 @@ class Bigram:
 
     def __call__(self, params, x):
         return self.forward(params, x)[0]
-
-    value_and_grad = autograd_value_and_grad
 
     def decay_mask(self, params, decay_biases=False) -> dict:
         return {k: k != "b" or decay_biases for k in params}
@@ -364,8 +255,6 @@ class Transformer:
 
     def __call__(self, params, x):
         return self.forward(params, x)[0]
-
-    value_and_grad = autograd_value_and_grad
 
     def decay_mask(self, params, decay_biases=False) -> dict:
         """nanoGPT's rule: embeddings and weight matrices (≥ 2 dims per member) decay; biases and LayerNorm

@@ -10,14 +10,15 @@ STEPS = 25
 
 
 def _reference(cfg: RunConfig, data, make_optimizer):
-    """nn.Sequential with reglab's initial weights (stored as nn.Linear stores them) trained by torch.optim."""
+    """nn.Sequential with reglab's initial weights (reglab stores W as [in, out], nn.Linear as [out, in])
+    trained by torch.optim."""
     model = build_model(cfg, data)
     params = model.init([torch.Generator().manual_seed(cfg.seed)])
     layers = []
     for i in range(cfg.depth + 1):
-        linear = torch.nn.Linear(*reversed(params[f"W{i}"].shape[1:]))
+        linear = torch.nn.Linear(*params[f"W{i}"].shape[1:])
         with torch.no_grad():
-            linear.weight.copy_(params[f"W{i}"][0])
+            linear.weight.copy_(params[f"W{i}"][0].T)
             linear.bias.copy_(params[f"b{i}"][0])
         layers += [linear, torch.nn.Tanh()]
     net = torch.nn.Sequential(*layers[:-1])
@@ -44,14 +45,14 @@ def test_chain_matches_torch_optim(name, changes, make_optimizer):
     net = _reference(cfg, data, make_optimizer)
     linears = [m for m in net if isinstance(m, torch.nn.Linear)]
     for i, linear in enumerate(linears):
-        torch.testing.assert_close(ours.params[f"W{i}"][0], linear.weight.detach(), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ours.params[f"W{i}"][0], linear.weight.detach().T, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(ours.params[f"b{i}"][0], linear.bias.detach(), rtol=1e-4, atol=1e-5)
     moved = (ours.params["W0"][0] - build_model(cfg, data).init([torch.Generator().manual_seed(3)])["W0"][0]).norm()
     assert moved > 1e-3  # the comparison is of trained weights, not of the initialization
 
 
 def test_shared_and_per_member_inputs_give_the_same_outputs():
-    """Full-batch inputs ([B, in], one GEMM for the ensemble) and gathered ones ([M, B, in], batched) agree."""
+    """Full-batch inputs ([B, in], shared by the ensemble) and gathered ones ([M, B, in]) agree."""
     data = make_dataset("digits", n_train=100)
     for changes in (dict(), dict(batchnorm=True), dict(rank=3, rank_layer=0)):
         cfg = RunConfig(data="digits", n_train=100, width=8, depth=2, **changes)
