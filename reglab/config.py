@@ -111,7 +111,7 @@ def check_each(name: str, values: Any, constraint, owner: str, at_least: int = 1
 # the configuration
 
 DATASETS = ("mnist1d", "digits", "sparse_teacher", "random_features", "modular", "zipf", "zipf_sequences",
-            "separable", "gaussian_mixture", "arrays")
+            "separable", "gaussian_mixture", "lag2_markov", "arrays")
 MODELS = ("mlp", "bigram", "transformer")
 ACTIVATIONS = ("relu", "tanh", "gelu", "linear")
 LOSSES = ("ce", "stablemax_ce", "mse", "hinge", "logistic")
@@ -136,7 +136,11 @@ class RunConfig:
     rank: int | None = None  # rank r of the factorized layer W = U Vᵀ; None: full rank
     rank_layer: int | None = None  # which weight matrix is factorized (0 = input layer); None: 1, or 0 if depth = 0
     bias: bool = True
+    init_std: float | None = None  # None: PyTorch's default uniform init; a float: N(0, std²) weights and biases
     batchnorm: bool = False
+    ghost_batch: int | None = None  # BatchNorm statistics over ghost batches of this size (Hoffer et al.)
+    qk_layernorm: bool = False  # transformer: LayerNorm on each head's queries and keys
+    z_loss: float = 0.0  # coefficient of log²Z of the output softmax, added to the training loss
     output_scale: float = 1.0  # α: the model outputs α·(f(x) − f₀(x)) when center_output
     center_output: bool = False
     # objective and optimizer
@@ -145,15 +149,18 @@ class RunConfig:
     step_size: float = 0.1
     batch_size: int | None = None  # None or n_train: full-batch GD
     weight_decay: float = 0.0
-    decay: str = "decoupled"  # "decoupled" (AdamW style) or "coupled" (L2 added to the gradient)
+    decay: str = "decoupled"  # "decoupled" (AdamW: w ← w − η·λ·w), "coupled" (L2 in the gradient) or
+    # "independent" (w ← w − λ·w: decay independent of the step size, following the schedule)
     decay_biases: bool = False  # nanoGPT policy: matrices decay, biases and norm gains don't
     momentum: float = 0.0
     betas: tuple = (0.9, 0.999)
+    adam_eps: float = 1e-8
     grad_clip: float | None = None
     sam_radius: float = 0.0
     sam_fraction: float = 1.0  # SAM is applied for this leading fraction of the steps
     orthogonal_grad: bool = False  # ⊥Grad: remove the gradient's component along the weights
     lr_schedule: str = "constant"
+    warmup_steps: int = 0  # linear warm-up of the step size before the schedule
     steps: int = 1000
     eval_every: int | None = None  # None: every 50 steps, or every step of a run shorter than that
     seed: int = 0
@@ -223,7 +230,11 @@ CONSTRAINTS: dict[str, Any] = {
     "rank": Interval(int, 1, math.inf, allow_none=True),
     "rank_layer": Interval(int, 0, 64, allow_none=True),
     "bias": OneOf((True, False)),
+    "init_std": Interval(float, 0, math.inf, closed="neither", allow_none=True),
     "batchnorm": OneOf((True, False)),
+    "ghost_batch": Interval(int, 2, math.inf, allow_none=True),
+    "qk_layernorm": OneOf((True, False)),
+    "z_loss": Interval(float, 0, math.inf),
     "output_scale": Interval(float, 0, math.inf, closed="neither"),
     "center_output": OneOf((True, False)),
     "loss": OneOf(LOSSES),
@@ -231,15 +242,17 @@ CONSTRAINTS: dict[str, Any] = {
     "step_size": Interval(float, 0, math.inf, closed="neither"),
     "batch_size": Interval(int, 1, math.inf, allow_none=True),
     "weight_decay": Interval(float, 0, math.inf, closed="left"),
-    "decay": OneOf(("decoupled", "coupled")),
+    "decay": OneOf(("decoupled", "coupled", "independent")),
     "decay_biases": OneOf((True, False)),
     "momentum": Interval(float, 0, 1, closed="left"),
     "betas": Kind(tuple),
+    "adam_eps": Interval(float, 0, 1, closed="right"),
     "grad_clip": Interval(float, 0, math.inf, closed="neither", allow_none=True),
     "sam_radius": Interval(float, 0, math.inf, closed="left"),
     "sam_fraction": Interval(float, 0, 1),
     "orthogonal_grad": OneOf((True, False)),
     "lr_schedule": OneOf(("constant", "cosine", "step")),
+    "warmup_steps": Interval(int, 0, 10_000_000),
     "steps": Interval(int, 1, 10_000_000),
     "eval_every": Interval(int, 1, 10_000_000),
     "seed": Interval(int, 0, 2**31 - 1),
@@ -276,6 +289,14 @@ def validate(config: RunConfig, n_train: int | None = None) -> RunConfig:
         if config.depth > 0 and config.rank > config.width:  # a layer into or out of the hidden width
             raise ConfigError(f"The 'rank' parameter of RunConfig must be an int in the range [1, {config.width}] "
                               f"(the layer width) or None. Got {config.rank!r} instead.")
+    if config.ghost_batch is not None:
+        batch = config.batch_size or n_train
+        if not config.batchnorm or config.model != "mlp":
+            raise ConfigError("The 'ghost_batch' parameter of RunConfig needs model='mlp' with batchnorm=True. "
+                              f"Got ghost_batch={config.ghost_batch!r} without BatchNorm.")
+        if batch is not None and batch % config.ghost_batch:
+            raise ConfigError(f"The 'ghost_batch' parameter of RunConfig must divide the batch size ({batch}). "
+                              f"Got {config.ghost_batch!r} instead.")
     if n_train is not None and config.batch_size is not None and config.batch_size > n_train:
         raise ConfigError(
             f"The 'batch_size' parameter of RunConfig must be an int in the range [1, {n_train}] "

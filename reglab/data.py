@@ -334,25 +334,69 @@ def zipf_sequences(n_train: int | None = None, seed: int = 0, vocab: int = 64, e
 
 
 def separable(n_train: int | None = None, seed: int = 0, d: int = 5, margin: float = 0.1, n_test: int = 1000,
-              label_noise: float = 0.0) -> Dataset:
-    """Linearly separable ±1 labels through the origin: Gaussian points at distance ≥ margin from the
-    hyperplane of a random unit vector w* (info["w_star"]). label_noise flips a fraction of train labels."""
+              label_noise: float = 0.0, slab: float = 0.0) -> Dataset:
+    """Linearly separable ±1 labels through the origin, w* a random unit vector (info["w_star"]): Gaussian
+    points at distance ≥ margin from its hyperplane, or with slab > 0 points in a thin slab,
+    y⟨x, w*⟩ ~ U[margin, margin + slab] with an N(0, I) part orthogonal to w* (a large step then overshoots
+    the points of the slab back and forth). label_noise flips a fraction of train labels."""
     _need("d", d, Interval(int, 1, 10_000), "separable")
     _need("margin", margin, Interval(float, 0, 10), "separable")
+    _need("slab", slab, Interval(float, 0, 10), "separable")
     n = _need("n_train", n_train or 40, Interval(int, 2, 10**7), "separable")
     rng = np.random.default_rng(seed)
     w = rng.standard_normal(d)
     w /= np.linalg.norm(w)
-    pts = []
-    while sum(len(p) for p in pts) < n + n_test:
-        x = rng.standard_normal((4 * (n + n_test), d))
-        pts.append(x[np.abs(x @ w) >= margin])
-    x = np.concatenate(pts)[: n + n_test].astype(np.float32)
+    if slab:
+        z = rng.standard_normal((n + n_test, d))
+        z -= np.outer(z @ w, w)  # the part orthogonal to w*
+        side = np.where(rng.random(n + n_test) < 0.5, -1.0, 1.0)
+        x = (z + np.outer(side * rng.uniform(margin, margin + slab, n + n_test), w)).astype(np.float32)
+    else:
+        pts = []
+        while sum(len(p) for p in pts) < n + n_test:
+            x = rng.standard_normal((4 * (n + n_test), d))
+            pts.append(x[np.abs(x @ w) >= margin])
+        x = np.concatenate(pts)[: n + n_test].astype(np.float32)
     y = np.sign(x @ w).astype(np.float32)[:, None]
     if label_noise:
         flip = rng.random(n) < label_noise
         y[:n][flip] *= -1
     return _split("separable", x, y, n, "binary", w_star=torch.from_numpy(w.astype(np.float32)))
+
+
+def lag2_markov(n_train: int | None = None, seed: int = 0, vocab: int = 16, context: int = 16, alpha: float = 0.1,
+                n_test: int = 2000) -> Dataset:
+    """Windows of `context` token ids → the next token, from a chain whose next token depends only on the
+    token two back: x_t ~ P[x_{t−2}], each row of P drawn from a sparse Dirichlet(alpha). A model must
+    attend two positions back; the last token alone says nothing. Sequences start stationary, so the
+    best possible loss is the entropy rate Σ_a π(a)·H(P[a]) (info["entropy_rate"]; info["bayes_loss"] is
+    the true law's mean test cross-entropy)."""
+    _need("vocab", vocab, Interval(int, 2, 100_000), "lag2_markov")
+    _need("context", context, Interval(int, 2, 4096), "lag2_markov")
+    _need("alpha", alpha, Interval(float, 0, 100, closed="right"), "lag2_markov")
+    _need("n_test", n_test, Interval(int, 0, 10**7), "lag2_markov")
+    n = _need("n_train", n_train or 8000, Interval(int, 1, 10**7), "lag2_markov")
+    rng = np.random.default_rng(seed)
+    P = rng.dirichlet(np.full(vocab, alpha), vocab)
+    P = (P + 1e-12) / (P + 1e-12).sum(1, keepdims=True)
+    pi = np.full(vocab, 1.0 / vocab)
+    for _ in range(10_000):  # the stationary law of P (the even and the odd tokens each follow P)
+        nxt = pi @ P
+        if np.abs(nxt - pi).max() < 1e-13:
+            break
+        pi = nxt
+    N = n + n_test
+    seq = np.empty((N, context + 1), np.int64)
+    seq[:, :2] = rng.choice(vocab, (N, 2), p=pi / pi.sum())
+    cdf = np.cumsum(P, 1)
+    for t in range(2, context + 1):
+        u = rng.random(N)
+        seq[:, t] = np.minimum((cdf[seq[:, t - 2]] < u[:, None]).sum(1), vocab - 1)
+    x, y = seq[:, :context], seq[:, context]
+    entropy_rate = float(-(pi * (P * np.log(P)).sum(1)).sum())
+    bayes = float(-np.log(P[x[n:, -2], y[n:]]).mean()) if n_test else float("nan")
+    return _split("lag2_markov", x, y, n, "classification", vocab, vocab=vocab, context=context,
+                  entropy_rate=entropy_rate, bayes_loss=bayes, transition=P)
 
 
 def gaussian_mixture(n_train: int | None = None, seed: int = 0, d: int = 20, classes: int = 4,
@@ -462,7 +506,8 @@ def from_arrays(x_train, y_train, x_test=None, y_test=None, task: str | None = N
 
 GENERATORS = {"mnist1d": mnist1d, "digits": digits, "sparse_teacher": sparse_teacher,
               "random_features": random_features, "modular": modular, "zipf": zipf,
-              "zipf_sequences": zipf_sequences, "separable": separable, "gaussian_mixture": gaussian_mixture}
+              "zipf_sequences": zipf_sequences, "separable": separable, "gaussian_mixture": gaussian_mixture,
+              "lag2_markov": lag2_markov}
 
 
 @functools.lru_cache(maxsize=32)

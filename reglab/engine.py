@@ -146,12 +146,14 @@ def _optimizer(cfg: RunConfig, configs, mask, device, dtype):
     if cfg.decay == "coupled" and decays:
         links.append(T.add_l2(member("weight_decay"), mask))
     if cfg.optimizer == "adamw":
-        links.append(T.adam(*cfg.betas))
+        links.append(T.adam(*cfg.betas, eps=cfg.adam_eps))
     elif any(c.momentum > 0 for c in configs):
         links.append(T.momentum(member("momentum")))
     if cfg.decay == "decoupled" and decays:
         links.append(T.add_decayed_weights(member("weight_decay"), mask))
-    return T.chain(*links), T.descend(member("step_size"), T.schedule(cfg.lr_schedule, cfg.steps))
+    if cfg.decay == "independent" and decays:  # λ/η here, times η in the step: w ← w − λ·w, whatever η is
+        links.append(T.add_decayed_weights(member("weight_decay") / member("step_size"), mask))
+    return T.chain(*links), T.descend(member("step_size"), T.schedule(cfg.lr_schedule, cfg.steps, cfg.warmup_steps))
 
 
 class _Batches:
@@ -203,20 +205,25 @@ def _gather(t: torch.Tensor, idx):
     return t if idx is None else t.index_select(0, idx.reshape(-1)).view(*idx.shape, *t.shape[1:])
 
 
-def value_and_grad(model, params, x, y, loss_name, weights):
-    """(loss [M], {name: gradient}): every member's batch loss, differentiated by autograd. Members never
-    interact, so the gradient of the summed loss is each member's own."""
+def value_and_grad(model, params, x, y, loss_name, weights, z_loss=0.0):
+    """(loss [M], {name: gradient}): every member's batch loss (plus z_loss·log²Z, the z-loss of the
+    output softmax), differentiated by autograd. Members never interact, so the gradient of the summed
+    loss is each member's own."""
     with torch.enable_grad():
-        loss = batch_loss(LOSSES[loss_name](model(params, x), y), weights)
+        out = model(params, x)
+        per_example = LOSSES[loss_name](out, y)
+        if z_loss:
+            per_example = per_example + z_loss * torch.logsumexp(out, -1).pow(2)
+        loss = batch_loss(per_example, weights)
         grads = torch.autograd.grad(loss.sum(), list(params.values()), materialize_grads=True)  # unused: zeros
     return loss.detach(), dict(zip(params, grads))
 
 
-def _sam_gradient(model, params, x, y, loss_name, weights, grads, radius):
+def _sam_gradient(model, params, x, y, loss_name, weights, z_loss, grads, radius):
     """Sharpness-aware minimization: the gradient at w + ρ g/‖g‖, per member."""
     scale = radius / (T.member_norm(grads) + 1e-12)
     shifted = {k: (p + T.per_member(scale, p) * grads[k]).detach().requires_grad_() for k, p in params.items()}
-    return value_and_grad(model, shifted, x, y, loss_name, weights)[1]
+    return value_and_grad(model, shifted, x, y, loss_name, weights, z_loss)[1]
 
 
 def evaluate(model, params, data: Dataset, loss_name: str, memo: dict | None = None) -> dict:
@@ -324,9 +331,9 @@ def train(configs: RunConfig | Sequence[RunConfig], data: Dataset | None = None,
             break
         idx, w = batches.next()
         x, y = _gather(data.x_train, idx), _gather(data.y_train, idx)
-        loss, grads = value_and_grad(model, params, x, y, cfg.loss, w)
+        loss, grads = value_and_grad(model, params, x, y, cfg.loss, w, cfg.z_loss)
         if step <= sam_until:
-            grads = _sam_gradient(model, params, x, y, cfg.loss, w, grads, sam_radius)
+            grads = _sam_gradient(model, params, x, y, cfg.loss, w, cfg.z_loss, grads, sam_radius)
         with torch.no_grad():
             step_losses[step - 1] = loss
             if limit is None:

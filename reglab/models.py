@@ -43,30 +43,36 @@ class MLP:
 
     `rank` factorizes weight matrix `rank_layer` as W = U V (U: in×r, V: r×out). With `center_output`
     the model returns output_scale·(f(x) − f₀(x)), f₀ the network at initialization (lazy-training
-    trick of Chizat & Bach); the loss should then be divided by output_scale².
+    trick of Chizat & Bach); the loss should then be divided by output_scale². `init_std` draws every
+    weight and bias from N(0, init_std²) instead of PyTorch's uniform default. `ghost_batch` takes the
+    BatchNorm statistics over consecutive ghost batches of that size (Hoffer et al. 2017) wherever it
+    divides the batch at hand.
     """
 
     def __init__(self, input_dim, output_dim, width=100, depth=2, activation="relu", rank=None, rank_layer=None,
-                 bias=True, batchnorm=False, output_scale=1.0, center_output=False):
+                 bias=True, batchnorm=False, output_scale=1.0, center_output=False, init_std=None, ghost_batch=None):
         self.dims = [input_dim] + [width] * depth + [output_dim]
         self.activation, self.act = activation, ACTIVATIONS[activation]
         self.rank, self.rank_layer = rank, (min(1, depth) if rank_layer is None else rank_layer)
         self.bias, self.batchnorm = bias, batchnorm
         self.output_scale, self.center_output = output_scale, center_output
+        self.init_std, self.ghost_batch = init_std, ghost_batch
         self.initial = None  # parameters at init, kept when the output is centered
 
     def init(self, generators, device="cpu", dtype=torch.float32) -> dict:
         p = {}
         for i, (fan_in, fan_out) in enumerate(zip(self.dims[:-1], self.dims[1:])):
             bound = 1 / math.sqrt(fan_in)
+            draw = ((lambda shape, b: _normal(generators, shape, self.init_std, device, dtype)) if self.init_std
+                    else (lambda shape, b: _uniform(generators, shape, b, device, dtype)))
             if self.rank is not None and i == self.rank_layer:
                 # U V with the same scale of outputs as a dense layer: U ~ U(±1/√in), V ~ U(±1/√r)
-                p[f"U{i}"] = _uniform(generators, (fan_in, self.rank), bound, device, dtype)
-                p[f"V{i}"] = _uniform(generators, (self.rank, fan_out), 1 / math.sqrt(self.rank), device, dtype)
+                p[f"U{i}"] = draw((fan_in, self.rank), bound)
+                p[f"V{i}"] = draw((self.rank, fan_out), 1 / math.sqrt(self.rank))
             else:
-                p[f"W{i}"] = _uniform(generators, (fan_in, fan_out), bound, device, dtype)
+                p[f"W{i}"] = draw((fan_in, fan_out), bound)
             if self.bias:
-                p[f"b{i}"] = _uniform(generators, (fan_out,), bound, device, dtype)
+                p[f"b{i}"] = draw((fan_out,), bound)
             if self.batchnorm and i < len(self.dims) - 2:
                 p[f"gain{i}"] = torch.ones(len(generators), fan_out, device=device, dtype=dtype)
                 p[f"shift{i}"] = torch.zeros(len(generators), fan_out, device=device, dtype=dtype)
@@ -86,15 +92,19 @@ class MLP:
             h = (h @ params[f"U{i}"]) @ params[f"V{i}"]  # never forms U V: cheaper for small r
         return h + params[f"b{i}"].unsqueeze(1) if f"b{i}" in params else h
 
-    @staticmethod
-    def _batchnorm(h, gain, shift):
-        """Each member's features normalized over its batch: F.batch_norm on [B, M·d] (every (member,
-        feature) pair a channel). A batch of one normalizes to 0, leaving the shift."""
+    def _batchnorm(self, h, gain, shift):
+        """Each member's features normalized over its batch (or over each ghost batch of it): F.batch_norm
+        on [g, M·k·d], every (member, ghost batch, feature) a channel. A batch of one normalizes to 0,
+        leaving the shift."""
         M, B, d = h.shape
         if B == 1:
             return shift.unsqueeze(1) + 0 * h * gain.unsqueeze(1)
-        flat = h.transpose(0, 1).reshape(B, M * d)
-        return F.batch_norm(flat, None, None, gain.reshape(-1), shift.reshape(-1), training=True).view(B, M, d).transpose(0, 1)
+        g = self.ghost_batch if self.ghost_batch and B > self.ghost_batch and B % self.ghost_batch == 0 else B
+        k = B // g
+        flat = h.reshape(M, k, g, d).permute(2, 0, 1, 3).reshape(g, M * k * d)
+        expand = lambda t: t.unsqueeze(1).expand(M, k, d).reshape(-1)
+        out = F.batch_norm(flat, None, None, expand(gain), expand(shift), training=True)
+        return out.view(g, M, k, d).permute(1, 2, 0, 3).reshape(M, B, d)
 
     def _hidden(self, params, x) -> list:
         h, hidden = x, []
@@ -173,10 +183,11 @@ class Transformer:
     maps' biases and the LayerNorms' shifts together (nanoGPT's switch).
     """
 
-    def __init__(self, vocab, context, width=64, depth=2, heads=1, activation="gelu", bias=True, **_):
+    def __init__(self, vocab, context, width=64, depth=2, heads=1, activation="gelu", bias=True, qk_layernorm=False,
+                 **_):
         # depth, heads and rank are checked with the rest of the config (config.validate)
         self.vocab, self.context, self.width, self.depth, self.heads = vocab, context, width, depth, heads
-        self.act, self.bias = ACTIVATIONS[activation], bias
+        self.act, self.bias, self.qk_layernorm = ACTIVATIONS[activation], bias, qk_layernorm
 
     def init(self, generators, device="cpu", dtype=torch.float32) -> dict:
         d, M = self.width, len(generators)
@@ -211,18 +222,40 @@ class Transformer:
         shift = params.get(f"{name}_shift")
         return h if shift is None else h + shift[:, None, None]
 
-    def _attention(self, params, i, h, queries):
-        """Causal multi-head self-attention, written out: each of the last `queries` positions attends to
-        itself and every earlier position. h: [M, B, T, width] → [M, B, queries, width]."""
+    def _scores(self, params, i, h, queries):
+        """Attention logits q·k/√(d/H) of block i, [M·B, H, queries, T] (causal entries −inf), and the values.
+        With qk_layernorm, each head's queries and keys are layer-normalized first (Wortsman et al. 2023)."""
         M, B, T, d = h.shape
         H = self.heads
         qkv = self._linear(params, f"attn_qkv{i}", h)
         q, k, v = (t.reshape(M * B, T, H, d // H).transpose(1, 2) for t in qkv.split(d, dim=-1))  # [M·B, H, T, d/H]
+        if self.qk_layernorm:
+            q, k = F.layer_norm(q, q.shape[-1:]), F.layer_norm(k, k.shape[-1:])
         scores = q[:, :, -queries:] @ k.transpose(-1, -2) / math.sqrt(d // H)  # [M·B, H, queries, T]
         causal = torch.ones(T, T, dtype=torch.bool, device=h.device).tril()[-queries:]
-        weights = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
-        mixed = (weights @ v).transpose(1, 2).reshape(M, B, queries, d)
+        return scores.masked_fill(~causal, float("-inf")), v
+
+    def _attention(self, params, i, h, queries):
+        """Causal multi-head self-attention, written out: each of the last `queries` positions attends to
+        itself and every earlier position. h: [M, B, T, width] → [M, B, queries, width]."""
+        M, B, T, d = h.shape
+        scores, v = self._scores(params, i, h, queries)
+        mixed = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(M, B, queries, d)
         return self._linear(params, f"attn_out{i}", mixed)
+
+    def attention_logits(self, params, x) -> list:
+        """Every block's attention logits on inputs x, each [M, B, heads, T, T] (masked entries −inf): what
+        grows without bound in an unstable run (the max attention logit of Wortsman et al.)."""
+        M, T = params["embed"].shape[0], x.shape[-1]
+        members = torch.arange(M, device=x.device).view(M, 1, 1)
+        ids = x.expand(M, *x.shape) if x.dim() == 2 else x
+        h, out = params["embed"][members, ids] + params["position"][:, None, :T], []
+        for i in range(self.depth):
+            a = self._layer_norm(params, f"ln_attn{i}", h)
+            out.append(self._scores(params, i, a, T)[0].view(M, -1, self.heads, T, T))
+            h = h + self._attention(params, i, a, T)
+            h = h + self._mlp(params, i, self._layer_norm(params, f"ln_mlp{i}", h))
+        return out
 
     def _mlp(self, params, i, h):
         return self._linear(params, f"mlp_out{i}", self.act(self._linear(params, f"mlp_in{i}", h)))
@@ -271,7 +304,9 @@ def build_model(config, data):
             raise ConfigError(f"model='transformer' reads windows of token ids [n, context] (data='zipf_sequences'); "
                               f"data '{data.name}' has inputs of shape {tuple(data.x_train.shape)}.")
         return Transformer(data.info["vocab"], data.x_train.shape[1], width=config.width, depth=config.depth,
-                           heads=config.heads, activation=config.activation, bias=config.bias)
+                           heads=config.heads, activation=config.activation, bias=config.bias,
+                           qk_layernorm=config.qk_layernorm)
     return MLP(data.input_dim, data.output_dim, width=config.width, depth=config.depth, activation=config.activation,
                rank=config.rank, rank_layer=config.rank_layer, bias=config.bias, batchnorm=config.batchnorm,
-               output_scale=config.output_scale, center_output=config.center_output)
+               output_scale=config.output_scale, center_output=config.center_output, init_std=config.init_std,
+               ghost_batch=config.ghost_batch)

@@ -171,9 +171,14 @@ def descend(step_size: torch.Tensor, schedule: Callable[[int], float]) -> Callab
     return step
 
 
-def schedule(kind: str, steps: int) -> Callable[[int], float]:
+def schedule(kind: str, steps: int, warmup: int = 0) -> Callable[[int], float]:
+    """The step-size factor at step t (0-based): a linear warm-up over `warmup` steps, then `kind` over the
+    remaining steps ("constant", "cosine" to 0, or "step": ÷10 at half and at three quarters)."""
     import math
 
+    if warmup:
+        after = schedule(kind, max(steps - warmup, 1))
+        return lambda t: (t + 1) / warmup if t < warmup else after(t - warmup)
     if kind == "cosine":
         return lambda t: 0.5 * (1 + math.cos(math.pi * min(t, steps) / steps))
     if kind == "step":  # ÷10 at half and again at three quarters of training
