@@ -105,13 +105,15 @@ class Theme:
 @dataclass
 class Exploration:
     """What the explorer needs from a theme: the starting config, the chart, the run (None: plain
-    `reglab.train`), the controls ({name: Param or None for a common control}) and the first frame."""
+    `reglab.train`), the controls ({name: Param}), the first frame, and the training-set size when the
+    config's data set would not tell it (e.g. a class-filtered split)."""
 
     config: RunConfig
     chart: Callable
     run: Callable | None = None
     controls: dict = field(default_factory=dict)
     initial: Any = None
+    n_train: int | None = None
 
 
 @dataclass
@@ -166,4 +168,5 @@ class Result:
         from reglab.widgets import Explorer  # the explorer is optional for the core
 
         e = self.exploration
-        return Explorer(e.config, chart=e.chart, run=e.run, extra=e.controls, initial=e.initial, **options)
+        return Explorer(e.config, chart=e.chart, run=e.run, extra=e.controls, initial=e.initial, n_train=e.n_train,
+                        **options)
