@@ -40,7 +40,9 @@ class Param:
 
     Explorer hints: `label` (defaults to the help text's first words), `log` (log-scale slider),
     `field` (the RunConfig field the control sets, e.g. "data_options.p"; default: the name),
-    `slider` ((low, high) when the constraint is unbounded)."""
+    `slider` ((low, high) of the slider when it should not span the whole constraint), `step` (the
+    slider's step), `off` ((value, label) of one exact value offered by a checkbox beside the slider,
+    e.g. (0.0, "λ = 0") or (None, "full rank")), `labels` (the shown names of a choice's options)."""
 
     default: Any
     constraint: Any
@@ -49,6 +51,9 @@ class Param:
     log: bool = False
     field: str | None = None
     slider: tuple | None = None
+    step: float | None = None
+    off: tuple | None = None
+    labels: tuple | None = None
 
     def check(self, name: str, value, owner: str):
         if isinstance(value, int) and not isinstance(value, bool) and isinstance(self.default, float):
