@@ -31,6 +31,7 @@ from .claims import Claim, record, verdict_text
 from .config import ConfigError, Interval, OneOf, RunConfig, check
 
 POSITIVE = Interval(float, 0, math.inf, closed="neither")
+COMMON_CONTROLS = ("step_size", "batch_size", "weight_decay", "rank")  # the four knobs of every notebook
 NON_NEGATIVE = Interval(float, 0, math.inf)
 
 
@@ -110,8 +111,8 @@ class Theme:
 @dataclass
 class Exploration:
     """What the explorer needs from a theme: the starting config, the chart, the run (None: plain
-    `reglab.train`), the controls ({name: Param}), the first frame, and the training-set size when the
-    config's data set would not tell it (e.g. a class-filtered split)."""
+    `reglab.train`), the theme's controls ({name: Param}), which of the common controls apply, the first
+    frame, and the training-set size when the config's data set would not tell it (e.g. a filtered split)."""
 
     config: RunConfig
     chart: Callable
@@ -119,6 +120,7 @@ class Exploration:
     controls: dict = field(default_factory=dict)
     initial: Any = None
     n_train: int | None = None
+    common: tuple = COMMON_CONTROLS
 
 
 @dataclass
@@ -173,5 +175,5 @@ class Result:
         from reglab.widgets import Explorer  # the explorer is optional for the core
 
         e = self.exploration
-        return Explorer(e.config, chart=e.chart, run=e.run, extra=e.controls, initial=e.initial, n_train=e.n_train,
-                        **options)
+        return Explorer(e.config, chart=e.chart, run=e.run, **{"controls": e.common, "extra": e.controls,
+                        "initial": e.initial, "n_train": e.n_train, **options})

@@ -280,7 +280,8 @@ def run(p, result) -> None:
     ]
     result.frames = {"curves": frame, "per_seed": table}
     result.exploration = Exploration(cfg, chart, run=explore, initial=frame[frame.seed == p.seed],
-                                     controls={k: THEME.params[k] for k in ("step_size", "steps", "label_noise")})
+                                     controls={k: THEME.params[k] for k in ("step_size", "steps", "label_noise")},
+                                     common=("batch_size", "weight_decay"))  # a linear read-out: no rank
 
 
 # ---- charts

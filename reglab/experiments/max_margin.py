@@ -206,7 +206,8 @@ def experiment(p, result: Result, data: Dataset | None = None) -> None:
         with result.timed("2-D run"):
             result.runs["picture"] = picture(base)
         result.exploration = Exploration(base, chart, run=explore, initial=frame[frame.run == 0], controls={
-            n: THEME.params[n] for n in ("step_size", "steps", "label_noise", "margin")})
+            n: THEME.params[n] for n in ("step_size", "steps", "label_noise", "margin")},
+            common=("batch_size", "weight_decay"))  # a linear model: no rank
     m = result.metrics = dict(n=data.n_train, d=data.x_train.shape[1], steps=p.steps, separable=svm.separable,
                               svm_margin=svm.margin, support_vectors=len(svm.support))
     for i, (_, lab, q, _) in enumerate(roles):  # every member's numbers, keyed "name@seed=0", "name@step_size=10", …

@@ -179,7 +179,7 @@ def run(p, result) -> None:
     result.exploration = Exploration(  # starts from this sweep's member at (λ, seed)
         base.replace(eval_every=max(1, p.steps // 10)), explore_chart, run=explore,
         controls={n: THEME.params[n] for n in ("rank", "optimizer", "exponent", "vocab")},
-        initial=history[history.run == configs.index(base)].assign(run=0).reset_index(drop=True))
+        initial=history[history.run == configs.index(base)].assign(run=0).reset_index(drop=True), common=CONTROLS)
 
     m = result.metrics
     m["absent_tokens"], m["log_vocab"] = len(absent_tokens(stats.counts)), math.log(stats.vocab)
