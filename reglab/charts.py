@@ -217,10 +217,13 @@ def against(frame: pd.DataFrame, x: str, y: str = "value", *, color: str | None 
 
 
 def vertical_rule(value: float, label: str | None = None, *, color: str = "gray") -> alt.LayerChart:
-    """A vertical dashed rule at x = value with a text label (e.g. the interpolation threshold N = n)."""
-    base = alt.Chart({"values": [{"x": float(value), "label": label or f"{value:g}"}]}).encode(x="x:Q")
-    return alt.layer(base.mark_rule(strokeDash=[5, 4], color=color),
-                     base.mark_text(align="left", dx=4, baseline="top", color=color).encode(y=alt.value(2), text="label:N"))
+    """A vertical dashed rule at x = value with a text label (e.g. the interpolation threshold N = n);
+    label "" draws the rule alone."""
+    base = alt.Chart({"values": [{"x": float(value), "label": f"{value:g}" if label is None else label}]}).encode(x="x:Q")
+    rule = base.mark_rule(strokeDash=[5, 4], color=color)
+    if label == "":
+        return alt.layer(rule)
+    return alt.layer(rule, base.mark_text(align="left", dx=4, baseline="top", color=color).encode(y=alt.value(2), text="label:N"))
 
 
 def bars(frame: pd.DataFrame, x: str, y: str = "value", *, color: str | None = None, title: str | None = None,

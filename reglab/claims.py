@@ -81,6 +81,15 @@ def is_true(text: str = "true") -> Rule:
     return Rule(text, lambda v: v is True or v == 1)
 
 
+def decreasing() -> Rule:
+    """A sequence of values (in the order of the setting that should lower them) falls strictly at
+    every step; a missing value fails."""
+    def test(vs):
+        xs = [finite(v) for v in vs]
+        return len(xs) >= 2 and None not in xs and all(b < a for a, b in zip(xs, xs[1:]))
+    return Rule("strictly decreasing", test)
+
+
 def every_seed(rule: Rule) -> Rule:
     """Every value passes (a missing value, e.g. from a diverged seed, fails)."""
     return Rule(f"each {rule}", lambda vs: len(vs) > 0 and all(rule(v) for v in vs))

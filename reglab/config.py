@@ -95,18 +95,6 @@ def check(name: str, value: Any, constraint, owner: str = "RunConfig") -> None:
         raise ConfigError(f"The '{name}' parameter of {owner} must be {constraint.describe()}. Got {value!r} instead.")
 
 
-def check_each(name: str, values: Any, constraint, owner: str, at_least: int = 1) -> list:
-    """Check every entry of a list parameter against `constraint` and return the entries as a list; a
-    single number or string counts as a list of one. The list needs `at_least` entries."""
-    values = [values] if isinstance(values, (int, float, str)) else list(values)
-    if len(values) < at_least:
-        need = "a non-empty list" if at_least == 1 else f"a list of at least {at_least} entries"
-        raise ConfigError(f"The '{name}' parameter of {owner} must be {need}. Got {values!r} instead.")
-    for v in values:
-        check(name, v, constraint, owner=f"{owner} (each entry)")
-    return values
-
-
 # ---------------------------------------------------------------------------------------------
 # the configuration
 

@@ -31,6 +31,7 @@ from .claims import Claim, record, verdict_text
 from .config import ConfigError, Interval, OneOf, RunConfig, check
 
 POSITIVE = Interval(float, 0, math.inf, closed="neither")
+COMMON_CONTROLS = ("step_size", "batch_size", "weight_decay", "rank")  # the four knobs of every notebook
 NON_NEGATIVE = Interval(float, 0, math.inf)
 
 
@@ -40,7 +41,9 @@ class Param:
 
     Explorer hints: `label` (defaults to the help text's first words), `log` (log-scale slider),
     `field` (the RunConfig field the control sets, e.g. "data_options.p"; default: the name),
-    `slider` ((low, high) when the constraint is unbounded)."""
+    `slider` ((low, high) of the slider when it should not span the whole constraint), `step` (the
+    slider's step), `off` ((value, label) of one exact value offered by a checkbox beside the slider,
+    e.g. (0.0, "λ = 0") or (None, "full rank")), `labels` (the shown names of a choice's options)."""
 
     default: Any
     constraint: Any
@@ -49,6 +52,9 @@ class Param:
     log: bool = False
     field: str | None = None
     slider: tuple | None = None
+    step: float | None = None
+    off: tuple | None = None
+    labels: tuple | None = None
 
     def check(self, name: str, value, owner: str):
         if isinstance(value, int) and not isinstance(value, bool) and isinstance(self.default, float):
@@ -105,13 +111,16 @@ class Theme:
 @dataclass
 class Exploration:
     """What the explorer needs from a theme: the starting config, the chart, the run (None: plain
-    `reglab.train`), the controls ({name: Param or None for a common control}) and the first frame."""
+    `reglab.train`), the theme's controls ({name: Param}), which of the common controls apply, the first
+    frame, and the training-set size when the config's data set would not tell it (e.g. a filtered split)."""
 
     config: RunConfig
     chart: Callable
     run: Callable | None = None
     controls: dict = field(default_factory=dict)
     initial: Any = None
+    n_train: int | None = None
+    common: tuple = COMMON_CONTROLS
 
 
 @dataclass
@@ -166,4 +175,5 @@ class Result:
         from reglab.widgets import Explorer  # the explorer is optional for the core
 
         e = self.exploration
-        return Explorer(e.config, chart=e.chart, run=e.run, extra=e.controls, initial=e.initial, **options)
+        return Explorer(e.config, chart=e.chart, run=e.run, **{"controls": e.common, "extra": e.controls,
+                        "initial": e.initial, "n_train": e.n_train, **options})

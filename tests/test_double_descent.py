@@ -1,5 +1,6 @@
 """Double descent (theme 06): the closed forms against direct solves, the engine against the GD closed
-form, the curve summaries on hand examples, and the experiment on a tiny setting."""
+form, the curve summaries on hand examples, the claim rules at their thresholds, divergence, and the
+experiment on a tiny setting."""
 import math
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from reglab import ConfigError, from_arrays, train
+from reglab.claims import DIVERGED, HELD, INFO, NOT_HELD
 from reglab.experiments import double_descent as dd
 
 torch.set_num_threads(1)
@@ -103,41 +105,115 @@ def test_width_grid_is_dense_around_the_threshold():
     assert grid == sorted(set(grid))
 
 
-def test_tiny_run_peaks_at_the_threshold_and_reports_conditioning():
+def test_curve_summaries_on_hand_examples():
+    curve = pd.Series([1.0, 0.5, 8.0, 2.0, 1.0], index=[10, 20, 40, 80, 160])
+    assert dd.peak(curve) == (40, 8.0, 16.0)
+    assert dd.max_rise(curve) == pytest.approx(16.0)
+    assert dd.max_rise(pd.Series([3.0, 2.0, 2.1, 1.0], index=[1, 2, 3, 4])) == pytest.approx(1.05)
+    assert dd.max_rise(pd.Series([3.0, 2.0, 1.0], index=[3, 2, 1])) == pytest.approx(2.0)  # sorted by width: 1, 2, 3
+
+
+EPS = 1e-9
+
+
+def test_gd_diverged_step_is_the_first_step_over_the_limit():
+    F, Fe, y = _problem(n=12, N=16)
+    n, N, eta, t = 12, 16, 40.0, 60
+    (_, U, s, _), = list(dd.spectra(F, Fe, [N]))
+    phi = F[0] / math.sqrt(N)
+    limit = 1e4 * max(0.5 * float(y.pow(2).mean()), 1.0)
+    a, first = torch.zeros(N, dtype=phi.dtype), None
+    for step in range(1, t + 1):  # explicit GD, the loss after each step
+        a = a - eta * phi.T @ (phi @ a - y) / n
+        if first is None and not 0.5 * float((phi @ a - y).pow(2).mean()) <= limit:
+            first = step
+    assert first is not None and 1 < first < t
+    assert dd.gd_diverged_step(U[0], s[0], y, eta, t, limit) == first
+
+
+@pytest.mark.parametrize("rule, at, inside, outside", [
+    (dd.PEAK_AT_N, [0.75, 1.25], [0.75 + EPS, 1.25 - EPS], [0.75 - EPS, 1.25 + EPS]),
+    (dd.PEAK_TALL, [dd.PEAK_FACTOR], [dd.PEAK_FACTOR + EPS], [dd.PEAK_FACTOR - EPS]),
+    (dd.TUNED_FLAT, [1.05], [1.05 - EPS], [1.05 + EPS]),
+    (dd.GD_LOWER, [], [1 - EPS], [1.0, 1 + EPS]),
+])
+def test_per_seed_rules_at_inside_and_outside_their_thresholds(rule, at, inside, outside):
+    for v in at + inside:
+        assert rule([1.0 if rule is dd.PEAK_AT_N else v, v]), v
+    for v in outside:
+        assert not rule([v]) and not rule([inside[0], v]), v  # one failing seed fails the rule
+    assert not rule([inside[0], None]) and not rule([])  # so does a missing one
+
+
+@pytest.mark.parametrize("rule, at, inside, outside", [
+    (dd.RISE, [1.05], 1.05 - EPS, [1.05 + EPS]),
+    (dd.SGD_LOWER, [], 1 - EPS, [1.0, 1 + EPS]),
+])
+def test_single_value_rules_at_inside_and_outside_their_thresholds(rule, at, inside, outside):
+    assert all(rule(v) for v in at) and rule(inside)
+    assert not any(rule(v) for v in outside) and not rule(None) and not rule(math.nan)
+
+
+def test_width_grid_is_dense_around_the_threshold():
+    grid = dd.widths(200, 2000)
+    assert grid[0] == 10 and grid[-1] == 2000 and 200 in grid
+    assert all(w in grid for w in (160, 190, 210, 240))
+    assert grid == sorted(set(grid))
+
+
+def test_tiny_run_claims_metrics_and_frames():
     r = dd.run(width=200, n_train=40, seeds=2, steps=50, batch_size=None)
-    assert [c.claim for c in r.claims][:2] == ["ridgeless test error peaks within ±25 % of N = n, for every seed",
-                                               "the ridgeless peak is ≥ 5× the curve's minimum, for every seed"]
-    assert r.claims[0].held and r.claims[1].held
+    status = {c.id: c.status for c in r.claims}
+    assert list(status) == ["peak_at_threshold", "peak_height", "tuned_no_peak", "tuned_no_peak_median", "gd_peak_lower",
+                            "sgd_below_ridgeless"]
+    assert status["peak_at_threshold"] == status["peak_height"] == status["gd_peak_lower"] == HELD
+    assert status["sgd_below_ridgeless"] == INFO  # no SGD without a batch size
+    assert r.claim("peak_at_threshold").value == [1.0, 1.0]  # N_peak / n, per seed
+    assert r.metrics["peak_width@seed=0"] == r.metrics["peak_width@seed=1"] == 40
     assert r.metrics["cond_at_n_median"] > 100 and math.isfinite(r.metrics["cond_max"])
+    assert not any("_s0" in k for k in r.metrics) and "sgd_diverged_widths" not in r.metrics
     curves = r.frames["curves"]
     assert set(curves.method) >= {"ridgeless", "tuned ridge", "GD"} and "SGD" not in set(curves.method)
-    assert np.isfinite(curves.value).all()
+    assert np.isfinite(curves.value).all() and str(curves.diverged_at.dtype) == "Int64" and curves.diverged_at.isna().all()
     # the ridgeless read-out interpolates from N = n on (training error ~0), GD at 50 steps does not
     at_n = curves[(curves.width == 40) & (curves.seed == 0)].set_index("metric")["value"]
     assert at_n["train:ridgeless"] < 1e-12 < 1e-3 < at_n["train:GD"]
+    assert set(r.timings) == {"closed forms"} and list(r.frames["per_seed"].seed) == [0, 1]
+    assert set(r.exploration.controls) == {"step_size", "steps", "label_noise"} and r.exploration.run is dd.explore
 
 
 def test_same_seed_same_numbers_and_explorer_frame():
     cfg = dd.config(width=120, n_train=30, steps=20, batch_size=None)
     a, b = dd.explore(cfg), dd.explore(cfg)
     pd.testing.assert_frame_equal(a, b)
-    assert {"run", "step", "metric", "value"} <= set(a.columns)
+    assert {"run", "step", "metric", "value", "diverged_at"} <= set(a.columns)
     assert dd.chart(a, cfg).to_dict()  # the chart builds from the tidy columns alone
     assert dd.chart(a[["run", "step", "metric", "value"]], cfg).to_dict()
+    assert dd.lambda_chart(a).to_dict()
 
 
-def test_sgd_engine_points_and_divergence_is_reported():
-    cfg = dd.config(width=60, n_train=30, steps=30, batch_size=5, step_size=0.5)
-    frame, diverged = dd.sgd_curves(cfg, 0, [15, 30])
-    assert set(frame.metric) == {"test:SGD", "train:SGD"} and not diverged
+def test_divergence_is_the_diverged_at_column_and_the_claim_says_where():
     big = dd.curves(dd.config(width=60, n_train=30, steps=200, step_size=500.0, batch_size=None), [0])
-    assert (big.metric == "diverged:GD").any()  # η far above 2/λ_max: reported, never a crash
-    assert not (big.metric == "test:GD").any()
-    assert "GD diverged" in str(dd.chart(big, cfg).to_dict())
+    gd = big[big.method == "GD"]
+    assert gd.diverged_at.notna().all() and gd.value.isna().all()  # η far above 2/λ_max: every width, no crash
+    assert big[big.method != "GD"].diverged_at.isna().all() and (gd.diverged_at < 200).all()
+    assert "GD diverged at N = 10" in str(dd.chart(big, dd.config(n_train=30)).to_dict())
+    r = dd.run(width=60, n_train=30, seeds=1, steps=200, step_size=500.0, batch_size=None)
+    claim = r.claim("gd_peak_lower")
+    assert claim.status == DIVERGED and claim.note.startswith("diverged at step") and "from N = 10, seed 0" in claim.note
+    assert r.claim("peak_height").status != DIVERGED and r.metrics["gd_diverged_widths"] == len(set(gd.width))
+
+
+def test_sgd_engine_points_and_divergence():
+    cfg = dd.config(width=60, n_train=30, steps=30, batch_size=5, step_size=0.5)
+    frame, runs = dd.sgd_curves(cfg, 0, [15, 30])
+    assert set(frame.metric) == {"test:SGD", "train:SGD"} and frame.diverged_at.isna().all() and set(runs) == {15, 30}
+    bad, runs = dd.sgd_curves(cfg.replace(step_size=500.0), 0, [30])
+    assert bad.value.isna().all() and (bad.diverged_at == runs[30].diverged_step(0)).all()
 
 
 @pytest.mark.parametrize("bad", [dict(width=5), dict(batch_size=500), dict(step_size=-1.0), dict(label_noise=-0.1),
-                                 dict(seeds=0)])
+                                 dict(seeds=0), dict(steps=0)])
 def test_bad_input_is_a_clear_config_error(bad):
     with pytest.raises(ConfigError):
         dd.run(**{"width": 100, "n_train": 30, "steps": 10, **bad})

@@ -1,13 +1,18 @@
-"""T4 grokking: the metric functions on hand-computed examples, and the experiment's pieces on tiny settings."""
+"""Grokking: the metric functions on hand-computed examples, the claim rules at their thresholds, the
+declaration, and the experiment on tiny settings."""
 import math
 
 import pandas as pd
 import pytest
 import torch
 
+from reglab.claims import DIVERGED, HELD, NOT_HELD
 from reglab.config import ConfigError
 from reglab.data import make_dataset
 from reglab.experiments import grokking as G
+from reglab.theme import Result
+
+EPS = 1e-9
 
 
 # ---------------------------------------------------------------------------------------------
@@ -44,11 +49,12 @@ def test_first_step_and_delay_ratio():
     assert G.first_step(steps, values, 0.99) is None
     assert G.delay_ratio(50, 350) == pytest.approx(7.0)
     assert G.delay_ratio(0, 30) == pytest.approx(30.0)  # a step-0 fit counts as step 1
-    assert G.delay_ratio(None, 30) is None and G.delay_ratio(50, None) is None
+    assert G.delay_ratio(None, 30) is None and G.delay_ratio(50, None) is None and G.delay_ratio(pd.NA, 30) is None
 
 
 @pytest.mark.parametrize("args, expected", [
     ((1.0, 0.98, 50, 350), "groks"),         # 350 ≥ 3 × 50
+    ((1.0, 0.98, 50, 150), "groks"),         # exactly 3 × later still groks
     ((1.0, 0.98, 100, 250), "generalizes"),  # 250 < 3 × 100
     ((0.95, 0.92, None, 200), "generalizes"),  # train never reached 99 %
     ((1.0, 0.30, 50, None), "memorizes"),
@@ -79,21 +85,75 @@ def test_summarize_reads_thresholds_from_a_tidy_frame():
         rows += [{"run": 0, "step": step, "metric": "train_acc", "value": tr},
                  {"run": 0, "step": step, "metric": "test_acc", "value": te},
                  {"run": 0, "step": step, "metric": "zero_grad_frac", "value": step / 100}]
-    frame = pd.DataFrame(rows).assign(seed=0, weight_decay=1.0, step_size=0.02, diverged_at=float("nan"), variant="v")
+    frame = pd.DataFrame(rows).assign(seed=0, weight_decay=1.0, step_size=0.02, diverged_at=pd.NA, variant="v")
     row = G.summarize(frame).iloc[0]
     assert row.step_train_99 == 10 and row.step_test_90 == 30
     assert row.delay_ratio == pytest.approx(3.0) and row.regime == "groks"
     assert row.final_test == pytest.approx(0.97) and row.max_test == pytest.approx(0.97)
     assert row.zero_grad_start == 0.0 and row.zero_grad_frac == pytest.approx(0.4)
+    assert pd.isna(row.diverged_at)
+    diverged = G.summarize(frame.assign(diverged_at=pd.array([20] * len(frame), dtype="Int64"))).iloc[0]
+    assert diverged.diverged_at == 20 and diverged.regime == "diverged"
 
 
 # ---------------------------------------------------------------------------------------------
-# configs and bad input
+# claim rules: at, just inside and just outside their thresholds; one failing or missing seed fails
+
+
+@pytest.mark.parametrize("rule, t, at, inside, outside", [
+    (G.FITTED, G.TRAIN_FIT, True, G.TRAIN_FIT + EPS, G.TRAIN_FIT - EPS),
+    (G.GENERALIZED, G.TEST_GEN, True, G.TEST_GEN + EPS, G.TEST_GEN - EPS),
+    (G.LATE, G.DELAY, True, G.DELAY + EPS, G.DELAY - EPS),
+])
+def test_single_value_rules(rule, t, at, inside, outside):
+    assert rule(t) is at and rule(inside) and not rule(outside) and not rule(None) and not rule(math.nan)
+
+
+@pytest.mark.parametrize("rule, t, at, inside, outside", [
+    (G.GROKS, 3.0, True, 3.0 + EPS, 3.0 - EPS),  # step(test ≥ 90 %) / step(train ≥ 99 %)
+    (G.GENERALIZES, 0.9, True, 0.9 + EPS, 0.9 - EPS),  # final test accuracy
+    (G.NO_GENERALIZATION, 0.1, False, 0.1 - EPS, 0.1 + EPS),  # highest test accuracy at λ = 0
+    (G.COLLAPSE_RISES, 0.0, False, EPS, -EPS),  # rise of the exactly-zero-gradient fraction
+    (G.UNLEARNS, 0.05, True, 0.05 - EPS, 0.05 + EPS),  # |final train − (1 − ξ)|
+])
+def test_per_seed_rules_at_their_thresholds_and_for_every_seed(rule, t, at, inside, outside):
+    assert rule([t, inside]) is at
+    assert rule([inside, inside, inside])
+    assert not rule([inside, outside, inside])  # one failing seed fails the claim
+    assert not rule([inside, None])  # so does a missing one (never reached, diverged)
+    assert not rule([])
+
+
+def test_thresholds_are_the_stated_ones():
+    assert (G.TRAIN_FIT, G.TEST_GEN, G.DELAY, G.NO_GEN, G.UNLEARN_TOL) == (0.99, 0.90, 3.0, 0.10, 0.05)
+
+
+def test_a_seed_that_diverged_makes_the_claim_diverged():
+    result = Result()
+    rows = pd.DataFrame({"seed": [0, 1], "diverged_at": pd.array([None, 12], dtype="Int64")})
+    G._seed_claim(result, "final_test", "s", rows, [0.95, float("nan")], G.GENERALIZES)
+    c = result.claim("final_test")
+    assert c.status == DIVERGED and "diverged at step 12 (seed 1)" in c.note and c.value == [0.95, None]
+    assert result.metrics == {"final_test@seed=0": 0.95, "final_test@seed=1": None, "final_test_seeds_held": 1}
+    G._seed_claim(result, "ok", "s", rows.assign(diverged_at=pd.array([None, None], dtype="Int64")), [0.95, 0.9],
+                  G.GENERALIZES)
+    assert result.claim("ok").status == HELD
+
+
+# ---------------------------------------------------------------------------------------------
+# declaration, configs and bad input
+
+
+def test_the_declaration_refuses_zero_seeds_and_bad_lists():
+    with pytest.raises(ConfigError, match=r"'seeds'.*Got 0"):
+        G.THEME.validate({"seeds": 0})
+    assert G.THEME.validate({"remedies": [], "map_step_sizes": []})["remedies"] == []
 
 
 def test_config_embedding_rank_factorizes_the_input_layer():
     cfg = G.config(rank=8, width=16, p=11, steps=20, device="cpu")
-    assert cfg.rank == 8 and cfg.rank_layer == 0 and cfg.optimizer == "adamw"
+    assert cfg.rank == 8 and cfg.rank_layer == 0 and cfg.optimizer == "adamw" and cfg.eval_every == 1
+    assert cfg.data_options["corrupt_fraction"] == 0.0  # the base config has clean labels
     from reglab.engine import train
 
     run = train(cfg, progress=False)
@@ -111,7 +171,7 @@ def test_bad_config_input_names_the_parameter(kwargs, name):
 
 @pytest.mark.parametrize("kwargs, name", [
     ({"seeds": 0}, "seeds"), ({"remedies": ["dropout"]}, "remedies"), ({"map_step_sizes": [-0.1]}, "map_step_sizes"),
-    ({"batch_size": 5000}, "batch_size"), ({"weight_decay": -1.0}, "weight_decay"),
+    ({"batch_size": 5000}, "batch_size"), ({"weight_decay": -1.0}, "weight_decay"), ({"map_steps": 0}, "map_steps"),
 ])
 def test_bad_run_input_fails_before_training(kwargs, name):
     with pytest.raises(ConfigError, match=f"'{name}'"):
@@ -124,14 +184,14 @@ def test_bad_run_input_fails_before_training(kwargs, name):
 
 @pytest.fixture(scope="module")
 def tiny():
-    return G.run(p=13, width=16, steps=40, map_weight_decays=[0.0, 1.0], map_step_sizes=[0.02], seeds=2, device="cpu")
+    return G.run(p=13, width=16, steps=40, corrupt_steps=40, map_weight_decays=[0.0, 1.0], map_step_sizes=[0.02],
+                 map_steps=40, seeds=2, device="cpu")
 
 
 def test_tiny_run_trains_every_experiment_as_ensembles(tiny):
-    t = tiny.frames["timings"].set_index("experiment")
-    assert t.loc["grokking", "members"] == 4  # 2 seeds × {λ, 0}
-    assert t.loc["orthogonal", "members"] == 2 and t.loc["stablemax", "members"] == 2
-    assert t.loc["corrupted", "members"] == 2 and t.loc["map", "members"] == 2
+    members = {name: len(run.configs) for name, run in tiny.runs.items()}
+    assert members == {"grokking": 4, "orthogonal": 2, "stablemax": 2, "corrupted": 2, "map": 2}  # grokking: 2 × {λ, 0}
+    assert set(tiny.timings) == set(members)
     variants = set(tiny.frames["summary"].variant)
     assert variants == {"softmax, λ = 2", "softmax, λ = 0", "⊥AdamW, λ = 0", "StableMax, λ = 0"}
     assert set(tiny.frames["map"].regime) <= set(G.REGIMES)
@@ -139,34 +199,54 @@ def test_tiny_run_trains_every_experiment_as_ensembles(tiny):
 
 
 def test_tiny_run_claims_and_per_seed_metrics(tiny):
-    assert len(tiny.claims) == 8
-    for c in tiny.claims:
-        assert isinstance(c.held, bool) and c.threshold and "seed 0" in c.note
-    assert tiny.metrics["final_test_seeds_held"] in (0, 1, 2)
-    assert {"final_test_seed0", "final_test_seed1", "step_train99_seed0", "corrupted_final_train_seed1"} <= set(tiny.metrics)
+    assert [c.id for c in tiny.claims] == ["delay_ratio", "final_test", "lambda0_max_test", "lambda0_zero_grad",
+                                           "orthogonal_final_test", "stablemax_final_test", "corrupted_final_train",
+                                           "corrupted_final_test"]
+    assert all(c.status in (HELD, NOT_HELD) for c in tiny.claims)
+    assert {"final_test@seed=0", "final_test@seed=1", "step_train99@seed=0", "corrupted_final_train@seed=1",
+            "corrupted_memorized@seed=0", "map_memorizes"} <= set(tiny.metrics)
+    assert not any("_seed0" in k or "_s0" in k for k in tiny.metrics)
     # claims are computed from the summary, not written by hand
-    main = tiny.frames["summary"].query("variant == 'softmax, λ = 2'")
-    claim = next(c for c in tiny.claims if c.claim.startswith("with weight decay"))
-    assert claim.value == pytest.approx(round(main.final_test.min(), 4))
+    main = tiny.frames["summary"].query("variant == 'softmax, λ = 2'").sort_values("seed")
+    claim = tiny.claim("final_test")
+    assert claim.value == pytest.approx(main.final_test.tolist())
     assert claim.held == bool((main.final_test >= G.TEST_GEN).all())
+    assert tiny.metrics["final_test_seeds_held"] == int((main.final_test >= G.TEST_GEN).sum())
+    gaps = (tiny.frames["corrupted_summary"].final_train - 0.9).abs().tolist()
+    assert tiny.claim("corrupted_final_train").value == pytest.approx(gaps)
+    assert set(tiny.frames["per_seed"].columns) == {"0", "1"} and "final_test" in tiny.frames["per_seed"].index
 
 
-def test_explorer_initial_matches_the_first_seed(tiny):
-    frame = tiny.frames["explorer_initial"]
-    assert set(frame.columns) == {"run", "step", "metric", "value"} and set(frame.run) == {0}
+def test_explorer_starts_from_the_first_seed_at_lambda(tiny):
+    e = tiny.exploration
+    assert e.config.weight_decay == 2.0 and e.config.seed == 0 and e.run is G.explore
+    assert set(e.initial.run) == {0}
+    assert {"step_size", "rank", "steps", "seed", "p", "train_fraction", "corrupt_fraction", "loss",
+            "orthogonal_grad"} == set(e.controls)
+    assert e.controls["p"].field == "data_options.p"
     run = G.explore(G.config(p=13, width=16, steps=40, device="cpu"))
     fresh = run.history.query("metric == 'test_acc'").value.to_numpy()
-    assert fresh.tolist() == pytest.approx(frame.query("metric == 'test_acc'").value.tolist())
+    assert fresh.tolist() == pytest.approx(e.initial.query("metric == 'test_acc'").value.tolist())
 
 
-def test_charts_build(tiny):
-    import altair as alt
+def test_explorer_builds_every_control(tiny):
+    explorer = tiny.explorer(headless=True)
+    assert {"weight_decay", "batch_size", "orthogonal_grad", "data_options.p",
+            "data_options.corrupt_fraction"} <= set(explorer.specs)
+    assert explorer.specs["weight_decay"].has_off  # the λ = 0 switch
 
+
+def _width(spec: dict) -> int:
+    if "hconcat" in spec:
+        return sum(_width(s) for s in spec["hconcat"])
+    return max([spec.get("width", 0)] + [_width(s) for s in spec.get("layer", [])])
+
+
+def test_charts_build_and_fit_a_notebook_column(tiny):
     for chart in (G.grokking_chart(tiny.frames["history"], tiny.frames["summary"]),
                   G.collapse_chart(tiny.frames["history"]), G.corrupted_chart(tiny.frames["corrupted"], 0.1),
-                  G.regime_chart(tiny.frames["map"]), G.chart(tiny.frames["explorer_initial"])):
-        assert isinstance(chart.to_dict(), dict)
-        assert isinstance(chart, (alt.HConcatChart, alt.LayerChart))
+                  G.regime_chart(tiny.frames["map"]), G.chart(tiny.exploration.initial)):
+        assert 0 < _width(chart.to_dict()) <= 960
 
 
 def test_same_seed_same_numbers():

@@ -1,13 +1,15 @@
-"""T3 · weight decay and low rank: metric functions on hand-computed examples, experiment pieces on tiny settings."""
+"""T3 · weight decay and low rank: metric functions on hand-computed examples, the claim rules at their thresholds,
+experiment pieces and the whole run on tiny settings."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
+from reglab.claims import DIVERGED, HELD
 from reglab.config import ConfigError
 from reglab.experiments import low_rank
-from reglab.metrics import bounds
+from reglab.metrics import bounds, numerical_rank
 from reglab.models import MLP
 
 
@@ -57,15 +59,47 @@ def test_model_weights_and_rank_constraints_of_a_factorized_mlp():
 
 
 # ---------------------------------------------------------------------------------------------
+# claim rules: at, just inside and just outside each threshold; one failing or missing seed fails
+
+
+EPS = 1e-9
+RULES = {  # rule: (threshold, holds at the threshold, holds below it)
+    "RANK_FALLS": (0.0, False, True),
+    "NUCLEAR_GAP": (0.05, True, True),
+    "SOFT_THRESHOLD": (0.01, True, True),
+    "RANK_BOUND_RISES": (0.0, False, False),
+    "BELOW_SPECTRAL": (1.0, False, True),
+    "TRACKS_GAP": (0.0, False, False),
+    "SAM_FITS": (1e-3, False, True),
+    "LOWER_FEATURE_RANK": (0.7, True, True),
+}
+
+
+@pytest.mark.parametrize("name", list(RULES))
+def test_rule_at_just_inside_and_just_outside_its_threshold(name):
+    rule, (t, at, upper) = getattr(low_rank, name), RULES[name]
+    inside, outside = (t - EPS, t + EPS) if upper else (t + EPS, t - EPS)
+    assert rule([t, t, t]) is at
+    assert rule([inside, inside, inside])
+    assert not rule([outside, outside, outside])
+    assert not rule([inside, outside, inside])  # one failing seed
+    assert not rule([inside, None, inside]) and not rule([inside, math.nan]) and not rule([])  # a missing seed
+
+
+def test_every_rule_constant_is_tested():
+    declared = {n for n, v in vars(low_rank).items() if n.isupper() and type(v).__name__ == "Rule"}
+    assert declared == set(RULES)
+
+
+# ---------------------------------------------------------------------------------------------
 # experiment 1 pieces
 
 
-def test_soft_threshold_and_predicted_spectrum():
-    assert low_rank.soft_threshold([1.0, 3.0, 0.5], 0.7) == pytest.approx([2.3, 0.3, 0.0])
-    assert low_rank.soft_threshold([3.0, 1.0, 0.5], 0.7, rank=1) == pytest.approx([2.3, 0.0, 0.0])
-    w = np.diag([4.0, 2.0])
-    assert low_rank.predicted_spectrum(w, 1.0, None) == pytest.approx([2.0, 1.0])  # plain W: σ / (1 + λ)
-    assert low_rank.predicted_spectrum(w, 1.0, 2) == pytest.approx([3.0, 1.0])  # U Vᵀ: σ − λ
+def test_predicted_spectrum_soft_thresholds_a_factorized_w_and_shrinks_a_plain_one():
+    w = np.diag([3.0, 1.0, 0.5])
+    assert low_rank.predicted_spectrum(w, 0.7, 3) == pytest.approx([2.3, 0.3, 0.0])  # U Vᵀ: (σ − λ)₊
+    assert low_rank.predicted_spectrum(w, 0.7, 1) == pytest.approx([2.3, 0.0, 0.0])  # rank ≤ 1 keeps the largest
+    assert low_rank.predicted_spectrum(np.diag([4.0, 2.0]), 1.0, None) == pytest.approx([2.0, 1.0])  # plain W: σ / (1 + λ)
 
 
 def test_nuclear_gap_is_zero_for_a_balanced_factorization_and_known_when_unbalanced():
@@ -92,8 +126,8 @@ def test_matrix_regression_is_whitened_and_w_ls_is_least_squares():
         low_rank.matrix_regression(n=4, d_in=6)
 
 
-def test_weight_decay_sweep_reaches_soft_thresholding_and_the_nuclear_identity():
-    run, data = low_rank.weight_decay_sweep([0.0, 0.5], steps=300, seeds=(0,))
+def test_weight_decay_reaches_soft_thresholding_and_the_nuclear_identity():
+    run, data = low_rank.train_spectrum([low_rank.config(lam, steps=300) for lam in (0.0, 0.5)])
     gap = low_rank.nuclear_gap(run.params)
     assert gap[1].item() < 1e-3  # λ = 0.5: balanced
     assert gap[0].item() > 0.05  # λ = 0: keeps the imbalance of its initialization
@@ -116,7 +150,7 @@ def test_spearman():
 def test_feature_rank_and_active_neurons_by_hand():
     feats = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]], [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]])  # M = 2, n = 2, width 3
     assert low_rank.active_neurons(feats).tolist() == [2, 1]
-    assert low_rank.feature_rank(feats).tolist() == [2, 1]
+    assert numerical_rank(feats, low_rank.FEATURE_ENERGY).tolist() == [2, 1]
 
 
 def test_teacher_student_matches_the_sam_setup():
@@ -125,27 +159,53 @@ def test_teacher_student_matches_the_sam_setup():
     assert data.x_train.norm(dim=1) == pytest.approx(torch.ones(20), abs=1e-5)
 
 
-def test_tiny_run_returns_claims_metrics_and_frames():
-    result = low_rank.run(weight_decays=[0.0, 0.3], steps=100, ranks=[1, 2], rank_steps=40, sam_radii=[0.0, 0.4],
-                          sam_steps=40, seeds=1)
-    assert len(result.claims) == 8
-    assert {"spectrum", "history", "ranks_vs_decay", "rank_sweep", "sam", "explorer_initial"} <= set(result.frames)
+# ---------------------------------------------------------------------------------------------
+# the whole run on tiny settings
+
+TINY = dict(weight_decays=[0.0, 0.3], steps=100, ranks=[1, 2], rank_steps=40, sam_radii=[0.0, 0.4], sam_steps=40, seeds=2)
+IDS = ["effective_rank_falls", "nuclear_norm_penalty", "soft_thresholding", "rank_bound_increases",
+       "rank_bound_below_spectral", "rank_bound_tracks_gap", "sam_fits", "sam_lowers_feature_rank"]
+
+
+def test_tiny_run_returns_claims_metrics_frames_and_the_explorer():
+    result = low_rank.run(**TINY)
+    assert [c.id for c in result.claims] == IDS
+    assert all(isinstance(c.value, list) and len(c.value) == 2 for c in result.claims)  # one value per seed
+    assert {"spectrum", "history", "ranks_vs_decay", "rank_sweep", "sam", "sam_history"} <= set(result.frames)
     assert set(result.frames["rank_sweep"]["rank"]) == {1, 2}
-    assert all(isinstance(c.held, bool) for c in result.claims)
-    assert result.frames["explorer_initial"]["run"].eq(0).all()
-    # the explorer's chart builds from the initial frame
-    low_rank.chart(result.frames["explorer_initial"]).to_dict()
+    assert "effective_rank@wd=0.3" in result.metrics and "feature_rank_ratio@seed=1" in result.metrics
+    assert "rank_over_spectral_bound@r=1,seed=0" in result.metrics
+    assert set(result.timings) == {"weight decay sweep", "rank sweep", "SAM sweep"}
+    # the explorer starts from the sweep's member λ = 0.3, seed 0, drawn without training
+    initial = result.exploration.initial
+    assert initial["run"].eq(0).all() and len(initial) == len(result.frames["history"].query("weight_decay == 0.3 and seed == 0"))
+    explorer = result.explorer(headless=True)
+    assert set(explorer.specs) == {"step_size", "batch_size", "weight_decay", "rank", "steps", "seed"}
+    assert explorer.specs["rank"].off is None  # rank None: a plain W
+    explorer.static_chart().to_dict()
+    f = result.frames
+    for chart in (low_rank.spectrum_chart(f["spectrum"], f["history"]), low_rank.ranks_chart(f["ranks_vs_decay"], f["history"]),
+                  low_rank.rank_sweep_chart(f["rank_sweep"]), low_rank.sam_chart(f["sam"], f["sam_history"])):
+        chart.to_dict()
+
+
+def test_a_plain_w_has_no_nuclear_norm_claims_and_its_charts_say_so():
+    result = low_rank.run(**{**TINY, "rank": None, "seeds": 1})
+    assert [c.id for c in result.claims] == [i for i in IDS if i not in ("nuclear_norm_penalty", "soft_thresholding")]
+    assert "nuclear_gap" not in result.frames["ranks_vs_decay"]
+    assert "not factorized" in str(low_rank.ranks_chart(result.frames["ranks_vs_decay"], result.frames["history"]).to_dict())
 
 
 @pytest.mark.parametrize("bad", [dict(ranks=[0, 2]), dict(ranks=[4]), dict(sam_radii=[-0.1]), dict(step_size=-1.0),
-                                 dict(batch_size=1000), dict(seeds=0), dict(weight_decays=[])])
+                                 dict(batch_size=1000), dict(seeds=0), dict(weight_decays=[]), dict(rank=0),
+                                 dict(rank_steps=0), dict(colour="red")])
 def test_bad_input_gives_a_config_error(bad):
     with pytest.raises(ConfigError):
         low_rank.run(**bad)
 
 
 def test_a_diverging_run_is_reported_not_raised():
-    result = low_rank.run(step_size=50.0, weight_decays=[0.0, 0.3], steps=60, ranks=[1, 2], rank_steps=20,
-                          sam_radii=[0.0, 0.4], sam_steps=20, seeds=1)
-    first = result.claims[0]
-    assert not first.held and "diverged at step" in first.note
+    result = low_rank.run(**{**TINY, "step_size": 50.0, "steps": 60, "seeds": 1})
+    first = result.claim("effective_rank_falls")
+    assert first.status == DIVERGED and "diverged at step" in first.note and "λ = " in first.note
+    assert result.claim("rank_bound_below_spectral").status == HELD  # experiments 2 and 3 are unaffected

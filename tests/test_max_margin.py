@@ -1,6 +1,6 @@
 """Max-margin implicit bias (theme 07): margin metrics on hand examples, the exact SVM against hand
-solutions and scikit-learn, separability detection, the λ > 0 minimizer, and the experiment on a tiny
-setting."""
+solutions and scikit-learn, separability detection, the λ > 0 minimizer, every claim rule at its
+thresholds, and the experiment on a tiny setting."""
 import math
 
 import numpy as np
@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from reglab import ConfigError, from_arrays, make_dataset, train
+from reglab.claims import DIVERGED, HELD, NOT_HELD, key
 from reglab.experiments import max_margin as mm
 from reglab.metrics import margins as mg
 
@@ -78,62 +79,109 @@ def test_regularized_minimizer_is_stationary_and_matches_engine_gd():
 
 
 def test_probe_follows_gd_toward_the_svm():
-    cfg = mm.config(steps=400)
-    data = mm._dataset(cfg)
-    svm = mm.reference(data)
-    run = train(mm.with_evals(cfg), data=data, probes=[mm.MarginProbe(svm)], progress=False)
+    run = mm.explore(mm.config(steps=400))
     h = run.history
     cos = h[h.metric == "one_minus_cos"].set_index("step")["value"]
     ratio = h[h.metric == "margin_ratio"]["value"]
     assert cos.iloc[-1] < cos.loc[cos.index >= 10].iloc[0] and float(ratio.max()) <= 1 + 1e-9
-    assert "MarginProbe(svm_margin=" in repr(mm.MarginProbe(svm))
+    data = mm.dataset(mm.config())
+    svm = mg.svm(data.x_train, data.y_train)
+    assert repr(mm.MarginProbe(svm)) == f"MarginProbe(svm_margin={round(svm.margin, 12)})"
 
 
-def test_log_steps_and_monotone_helpers():
+def test_log_steps_are_log_spaced_evaluated_steps():
     steps = mm.log_steps(np.arange(0, 10_001, 50), count=5)
-    assert steps[0] == 50 and steps[-1] == 10_000 and len(steps) <= 5
-    import pandas as pd
-
-    assert mm.monotone_decreasing(pd.Series([3.0, 2.0, 2.0, 1.0])) == (True, 0)
-    assert mm.monotone_decreasing(pd.Series([3.0, 2.5, 2.7, 1.0])) == (False, 1)
-    assert mm.spread(pd.Series([0.5, 1.0, 1.5])) == pytest.approx(3.0)
-    losses = torch.tensor([[1.0], [0.5], [0.7], [0.2]])
-    assert mm.loss_increases(losses, 0, 4) == 1
+    assert steps[0] == 50 and steps[-1] == 10_000 and len(steps) <= 5 and set(steps) <= set(range(50, 10_001, 50))
+    assert list(mm.log_steps([0, 1, 2, 3], count=5)) == [1, 2, 3]
 
 
-def test_tiny_run_has_the_claims_for_every_part():
+# ---------------------------------------------------------------------------------------------
+# rules: at, just inside and just outside each threshold; one failing or missing seed fails
+
+EPS = 1e-9
+
+
+@pytest.mark.parametrize("rule, at, inside, outside, held_at", [
+    (mm.IMPROVES, 1.0, 1.0 - EPS, 1.0 + EPS, False),
+    (mm.LOSS_RISES, 1, 2, 0, True),
+    (mm.ANGLE_GROWS, 0.0, EPS, -EPS, False),
+])
+def test_single_number_rules(rule, at, inside, outside, held_at):
+    assert rule(at) is held_at and rule(inside) and not rule(outside) and not rule(None) and not rule(math.nan)
+
+
+@pytest.mark.parametrize("rule, at, inside, outside, held_at", [
+    (mm.MONOTONE, 0, -EPS, 1, True),  # increases of 1 − cos: none allowed
+    (mm.RATE_BAND, 3.0, 3.0 - EPS, 3.0 + EPS, False),
+    (mm.NORM_MATCH, 0.01, 0.01 - EPS, 0.01 + EPS, False),
+])
+def test_per_seed_rules(rule, at, inside, outside, held_at):
+    assert rule([inside, at]) is held_at and rule([inside, inside]) and not rule([inside, outside])
+    assert not rule([inside, None]) and not rule([])
+
+
+def test_margin_approach_rule_needs_a_rise_and_no_overshoot_for_every_seed():
+    rule, ok = mm.MARGIN_APPROACH, [0.5, 0.7]
+    assert rule([ok, [0.5, 0.5 + 1e-6]]) and not rule([ok, [0.5, 0.5]]) and not rule([ok, [0.5, 0.4]])
+    assert rule([ok, [0.5, 1.0]]) and rule([ok, [0.5, 1 + 1e-9]]) and not rule([ok, [0.5, 1 + 1e-8]])
+    assert not rule([ok, None]) and not rule([ok, [0.5, math.nan]]) and not rule([])
+
+
+def test_separable_rule():
+    assert mm.SEPARABLE(True) and not mm.SEPARABLE(False)
+
+
+# ---------------------------------------------------------------------------------------------
+# the experiment
+
+
+def test_tiny_run_has_every_claim_keyed_metrics_and_an_explorer():
     r = mm.run(steps=200, seeds=2, step_sizes=[10.0], weight_decays=[0.05, 0.2], batch_sizes=[4])
-    names = [c.claim for c in r.claims]
-    assert names[0].startswith("1 − cos(w_t, w_SVM) decreases monotonically")
-    assert any("weight decay" in n or "λ > 0" in n for n in names) and any("mini-batch" in n for n in names)
-    assert r.metrics["separable"] and 0 < r.metrics["margin_ratio_end_s0"] <= 1
-    assert r.claims[0].held  # 1 − cos falls at every evaluation
-    lam = next(c for c in r.claims if c.claim.startswith("with λ > 0"))
-    assert lam.held  # 200 steps at λ ≥ 0.05 reach the regularized minimizer's norm
+    assert [c.id for c in r.claims] == list(mm.CLAIMS)[1:]
+    status = {c.id: c.status for c in r.claims}
+    assert status["direction_monotone"] == status["weight_decay_bounded"] == status["angle_grows_with_lambda"] == HELD
+    assert r.metrics["separable"] and 0 < r.metrics["margin_ratio_end@seed=1"] <= 1
+    assert r.metrics[key("norm_minimizer", weight_decay=0.2)] > 0 and key("one_minus_cos_end", batch_size=4) in r.metrics
+    assert all(r.metrics[key("diverged_at", seed=s)] is None for s in (0, 1))
+    assert r.claim("angle_grows_with_lambda").value == pytest.approx(
+        r.metrics["angle_deg@weight_decay=0.2"] - r.metrics["angle_deg@weight_decay=0.05"])
     assert set(r.frames["history"].group) == {"seeds", "step size", "weight decay", "batch size"}
-    assert mm.chart(r.frames["history"]).to_dict() and mm.sweep_chart(r).to_dict()
-    assert mm.boundary_chart(r.frames["picture"]).to_dict()
+    assert set(r.timings) == {"ensemble", "2-D run", "references"}
+    assert mm.chart(r.frames["history"]).to_dict() and mm.sweep_chart(r).to_dict() and mm.boundary_chart(r).to_dict()
+    e = r.exploration
+    assert e.run is mm.explore and set(e.controls) == {"step_size", "steps", "label_noise", "margin"}
+    assert e.controls["label_noise"].field == "data_options.label_noise" and set(e.initial.run) == {0}
 
 
 def test_label_noise_breaks_separability_and_is_reported_not_crashed():
     r = mm.run(steps=200, seeds=1, label_noise=0.3, step_sizes=[], weight_decays=[], batch_sizes=[])
-    assert not r.metrics["separable"] and len(r.claims) == 1 and not r.claims[0].held
-    assert "not linearly separable" in r.claims[0].note
-    assert not (r.frames["history"].metric == "one_minus_cos").any()
-    assert mm.chart(r.frames["history"]).to_dict()  # draws the normalized margin instead
+    assert [(c.id, c.status) for c in r.claims] == [("separable", NOT_HELD)]
+    assert "not linearly separable" in r.claims[0].note and r.metrics["norm_end@seed=0"] > 0
+    assert not (r.frames["history"].metric == "one_minus_cos").any() and r.frames["lambda_path"].empty
+    assert mm.chart(r.frames["history"]).to_dict() and mm.sweep_chart(r).to_dict()  # the normalized margin instead
 
 
 def test_own_data_and_bad_input():
     x = torch.tensor([[1.0, 0.2], [0.8, -0.1], [-1.0, 0.3], [-0.7, -0.4]])
     y = torch.tensor([[1.0], [1.0], [-1.0], [-1.0]])
-    r = mm.run(steps=200, seeds=1, step_sizes=[], weight_decays=[], batch_sizes=[],
-               data=from_arrays(x, y, task="binary"))
-    assert r.metrics["separable"] and r.frames["picture"] is None
-    with pytest.raises(ConfigError):  # class ids are not ±1 labels
-        mm.run(steps=200, data=from_arrays(x, torch.tensor([0, 1, 0, 1])))
-    with pytest.raises(ConfigError):
+    r = mm.run_on(from_arrays(x, y, task="binary"), steps=200, seeds=1, step_sizes=[], weight_decays=[], batch_sizes=[])
+    assert r.metrics["separable"] and "picture" not in r.runs and r.exploration is None
+    assert mm.boundary_chart(r).to_dict()  # says there is no picture
+    with pytest.raises(ConfigError, match="binary"):  # class ids are not ±1 labels
+        mm.run_on(from_arrays(x, torch.tensor([0, 1, 0, 1])), steps=200)
+    with pytest.raises(ConfigError, match="'steps'"):
         mm.run(steps=50)  # fewer steps than the rate window needs
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="batch"):
         mm.run(steps=200, batch_sizes=[100])  # batch > n
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="'step_size'"):
         mm.run(steps=200, step_size=-1.0)
+    with pytest.raises(ConfigError, match="'weight_decays'"):
+        mm.run(steps=200, weight_decays=[0.0])
+
+
+def test_a_diverged_member_makes_its_claims_diverged():
+    r = mm.run(steps=200, seeds=1, d=2, margin=0.0, step_sizes=[1e8], weight_decays=[], batch_sizes=[])
+    step = r.metrics[key("diverged_at", step_size=1e8)]
+    assert step is not None and r.claim("large_eta_direction").status == DIVERGED and r.claim("log_rate").held
+    assert f"diverged at step {step}" in r.claim("large_eta_loss_rises").note
+    assert mm.sweep_chart(r).to_dict()  # drawn up to the divergence

@@ -122,20 +122,56 @@ def test_bad_labels_give_clear_messages():
 
 
 # ---------------------------------------------------------------------------------------------
+# the claims' rules, at, just inside and just outside their thresholds
+
+EPS = 1e-9
+
+
+@pytest.mark.parametrize("rule, threshold, at, inside, outside", [
+    (nc.NC1_FALLS, 5.0, True, 5.0 + EPS, 5.0 - EPS),  # NC1 then / NC1 at the end ≥ 5
+    (nc.NC3_FALLS, 1.0, False, 1.0 - EPS, 1.0 + EPS),  # NC3 at the end / NC3 then < 1
+    (nc.NC4_NCC, 0.01, True, 0.01 - EPS, 0.01 + EPS),  # mismatch ≤ 1 %
+    (nc.DEPTH_FALLS, 1.0, False, 1.0 - EPS, 1.0 + EPS),  # NC1(layer k+1) / NC1(layer k) < 1
+])
+def test_per_seed_rules_at_their_thresholds_and_one_failing_or_missing_seed_fails(rule, threshold, at, inside, outside):
+    good = inside
+    assert rule([threshold, threshold]) is at
+    assert rule([inside, inside, inside]) and not rule([outside, outside])
+    assert not rule([good, outside, good]) and not rule([good, None, good]) and not rule([good, math.nan])
+    assert not rule([])
+
+
+def test_weight_decay_rule_needs_nc1_strictly_decreasing_in_lambda():
+    assert nc.WD_FALLS([0.03, 0.02, 0.01])
+    assert nc.WD_FALLS([1.0, 1.0 - EPS])  # just inside
+    assert not nc.WD_FALLS([1.0, 1.0])  # at: equal is not a decrease
+    assert not nc.WD_FALLS([1.0, 1.0 + EPS])  # just outside
+    assert not nc.WD_FALLS([0.03, 0.01, 0.02]) and not nc.WD_FALLS([0.03, None, 0.01]) and not nc.WD_FALLS([0.03])
+
+
+# ---------------------------------------------------------------------------------------------
 # the experiment, on tiny settings
 
 
 def test_config_is_the_reference_setup_and_bad_inputs_are_refused():
     cfg = nc.config()
     assert (cfg.data, cfg.depth, cfg.width, cfg.batchnorm, cfg.loss, cfg.optimizer) == ("digits", 4, 128, True, "ce", "sgd")
-    assert (cfg.momentum, cfg.weight_decay, cfg.decay, cfg.lr_schedule) == (0.9, 5e-4, "coupled", "step")
+    assert (cfg.momentum, cfg.weight_decay, cfg.decay, cfg.lr_schedule, cfg.steps) == (0.9, 5e-4, "coupled", "step", 3300)
     assert cfg.rank_layer == cfg.depth  # rank factorizes the classifier: the feature dimension
+    assert cfg.data_options == {"classes": 10, "imbalance": 1.0} and cfg.eval_every == 33
     with pytest.raises(ConfigError, match="'rank' parameter of RunConfig must be an int in the range \\[1, 128\\]"):
         nc.run(rank=200, steps=10)
-    with pytest.raises(ConfigError, match="'classes' parameter of neural_collapse"):
+    with pytest.raises(ConfigError, match="'classes' parameter of neural_collapse.config"):
         nc.config(classes=1)
+    with pytest.raises(ConfigError, match="'compare_weight_decay' parameter of 05_neural_collapse.run"):
+        nc.run(compare_weight_decay=[-0.1])
+    with pytest.raises(ConfigError, match="'depth' parameter of 05_neural_collapse.run"):
+        nc.run(depth=0)
     with pytest.raises(ConfigError, match="class 9 has 1"):
         nc.dataset(nc.config(imbalance=2000.0))
+    # the explorer's path: data_options from a stamp or a slider are checked against the same declarations
+    with pytest.raises(ConfigError, match="'classes' parameter of neural_collapse data_options"):
+        nc.dataset(cfg.replace(data_options={"classes": 11}))
 
 
 def test_dataset_classes_and_imbalance():
@@ -144,28 +180,49 @@ def test_dataset_classes_and_imbalance():
     assert data.n_classes == 4 and len(counts) == 4
     assert counts[0] > 3 * counts[3]  # the last class keeps about 1/4 of its examples
     assert int(data.y_test.max()) == 3
+    assert nc.dataset(nc.config().replace(data_options={"imbalance": None})).n_train == 1400  # None: balanced
 
 
 def test_tiny_run_computes_every_claim_per_seed_and_draws():
     res = nc.run(width=32, depth=3, steps=110, seeds=2, classes=4, compare_weight_decay=[0.0, 0.002])
-    h = res.frames["history"]
+    h, m = res.frames["history"], res.metrics
     for metric in ("nc1", "nc2_equinorm", "nc2_maxangle", "nc3", "nc4", "nc1_layer1", "nc1_layer3", "train_acc"):
         assert metric in set(h.metric)
     last = h[(h.step == h.step.max()) & (h.metric == "nc1")]
     assert torch.allclose(torch.tensor(last.value.values),
                           torch.tensor(h[(h.step == h.step.max()) & (h.metric == "nc1_layer3")].value.values))
     assert set(h.role) == {"seed", "λ comparison"} and h.run.nunique() == 4
-    assert {"nc1_drop_s0", "nc1_drop_s1", "nc4_end_s0", "nc1_layer2_end_s1", "nc1_end_wd0.002"} <= set(res.metrics)
-    assert len(res.claims) == 5 and all(isinstance(c.held, bool) for c in res.claims)
-    if res.metrics["nc1_at_zero_error_s0"] is not None:
-        assert res.metrics["nc1_drop_s0"] == pytest.approx(res.metrics["nc1_at_zero_error_s0"] / res.metrics["nc1_end_s0"])
+    assert {"nc1_drop@seed=0", "nc1_drop@seed=1", "nc4_end@seed=0", "nc1_layer2_end@seed=1", "diverged_at@seed=1",
+            "nc1_end@wd=0", "nc1_end@wd=0.0005", "nc1_end@wd=0.002"} <= set(m)
+    assert [c.id for c in res.claims] == ["nc1_falls_after_zero_error", "nc3_aligns", "nc4_nearest_centre",
+                                          "nc1_falls_with_depth", "weight_decay_lowers_nc1"]
+    assert m["nc1_at_zero_error@seed=0"] is not None  # 10 epochs reach zero training error on 4 classes
+    assert m["nc1_drop@seed=0"] == pytest.approx(m["nc1_at_zero_error@seed=0"] / m["nc1_end@seed=0"])
+    assert res.claim("nc1_falls_after_zero_error").value == nc.by_seed(res, "nc1_drop")
+    assert res.claim("nc4_nearest_centre").value == nc.by_seed(res, "nc4_end")
+    wd = res.claim("weight_decay_lowers_nc1")
+    assert wd.value == [m["nc1_end@wd=0"], m["nc1_end@wd=0.0005"], m["nc1_end@wd=0.002"]]
+    for c, rule in zip(res.claims, (nc.NC1_FALLS, nc.NC3_FALLS, nc.NC4_NCC, nc.DEPTH_FALLS, nc.WD_FALLS)):
+        assert c.status == ("held" if rule(c.value) else "not held"), c.id
     cos = res.frames["cosines"]
     assert len(cos[(cos.seed == 0) & (cos.moment == "end") & (cos["of"] == "class means")]) == 4 * 3 // 2
-    for chart in (nc.chart(h), nc.layer_chart(res), nc.cosine_chart(res, 4), nc.weight_decay_chart(res)):
+    assert set(res.frames["layers"].layer) == {1, 2, 3}
+    for chart in (nc.chart(h), nc.layer_chart(res), nc.cosine_chart(res), nc.weight_decay_chart(res)):
         assert chart.to_dict()
-    # the explorer's frame (one run, label/current columns) draws too
-    frame = res.frames["explore"].assign(label="λ=0.0005", current=True)
-    assert nc.chart(frame, nc.config(width=32, depth=3, steps=110, classes=4)).to_dict()
+    assert list(res.timings) == ["training"] and res.timings["training"] > 0
+    # the explorer: its first frame (one run, label/current added) draws, its controls are the declared ones
+    e = res.exploration
+    assert e.run is nc.explore and e.config.seed == 0 and e.initial.run.unique().tolist() == [0]
+    assert e.controls["rank"].slider == (1, 32) and e.controls["imbalance"].field == "data_options.imbalance"
+    assert nc.chart(e.initial.assign(label="λ=0.0005", current=True), e.config).to_dict()
+
+
+def test_one_weight_decay_draws_a_note_and_one_layer_has_nothing_to_compare():
+    res = nc.run(width=16, depth=1, steps=40, seeds=1, classes=3)
+    assert "weight_decay_lowers_nc1" not in [c.id for c in res.claims]
+    assert "No λ comparison" in str(nc.weight_decay_chart(res).to_dict())
+    depth = res.claim("nc1_falls_with_depth")
+    assert depth.status == "not held" and depth.note == "one hidden layer: nothing to compare"
 
 
 def test_zero_error_step_and_a_diverged_run_is_reported():
@@ -173,9 +230,10 @@ def test_zero_error_step_and_a_diverged_run_is_reported():
     assert nc.zero_error_step(history, 0) == 10
     assert nc.zero_error_step(history.assign(value=[0.1, 0.9, 0.99]), 0) is None
     res = nc.run(width=16, depth=2, steps=20, seeds=1, step_size=1e4)
-    assert res.metrics["diverged_at_s0"] is not None
-    assert not any(c.held for c in res.claims)
-    assert "diverged at step" in res.claims[0].note
+    assert res.metrics["diverged_at@seed=0"] is not None
+    assert [c.status for c in res.claims] == ["diverged"] * 4
+    assert f"diverged at step {res.metrics['diverged_at@seed=0']} (seed 0)" in res.claims[0].note
+    assert nc.chart(res.frames["history"]).to_dict()
 
 
 def test_probe_measures_the_rank_r_feature():

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from reglab.claims import DIVERGED, HELD
 from reglab.config import ConfigError
 from reglab.experiments import rare_tokens
 from reglab.metrics import tokens
@@ -125,9 +126,40 @@ def test_logit_svd_reconstructs_the_logit_matrix():
 
 
 # ---------------------------------------------------------------------------------------------
+# claim rules at, just inside and just outside their thresholds
+
+EPS = 1e-9
+
+
+def test_rises_more_needs_every_seed_at_three_times_and_passes_infinity():
+    rule = rare_tokens.RISES_MORE
+    assert rule([3.0]) and rule([3.0 + EPS]) and not rule([3.0 - EPS])
+    assert rule([math.inf, 8.9])  # only the rarest bucket rose
+    assert not rule([8.9, 2.9]) and not rule([8.9, None]) and not rule([8.9, math.nan]) and not rule([])
+
+
+def test_gap_grows_is_strict_and_per_seed():
+    rule = rare_tokens.GAP_GROWS
+    assert rule([EPS]) and not rule([0.0]) and not rule([-EPS])
+    assert not rule([0.2, -0.01]) and not rule([0.2, None])
+
+
+def test_rows_shrink_more_below_one_on_every_seed():
+    rule = rare_tokens.ROWS_SHRINK_MORE
+    assert rule([1.0 - EPS]) and not rule([1.0]) and not rule([1.0 + EPS])
+    assert not rule([0.7, 1.2]) and not rule([0.7, None])
+
+
+def test_sgd_uniform_at_least_99_percent_of_log_v():
+    rule = rare_tokens.SGD_UNIFORM
+    assert rule(0.99) and rule(0.99 + EPS) and not rule(0.99 - EPS) and not rule(None)
+
+
+# ---------------------------------------------------------------------------------------------
 # the theme on tiny settings
 
-TINY = dict(steps=40, vocab=40, n_train=600, batch_size=64, weight_decays=(0.0, 0.5, 1.0), seeds=2, sgd_control=True)
+TINY = dict(steps=40, vocab=40, n_train=600, batch_size=64, weight_decays=[0.0, 0.5, 1.0], seeds=2, sgd_control=True)
+IDS = ["rare_loss_rises_more", "gap_grows_with_decay", "rare_rows_shrink_more", "sgd_collapses_to_uniform"]
 
 
 @pytest.fixture(scope="module")
@@ -135,10 +167,9 @@ def tiny():
     return rare_tokens.run(**TINY)
 
 
-def test_run_returns_claims_for_every_check_and_absent_tokens_as_counts(tiny):
-    assert len(tiny.claims) == 4
-    assert all(isinstance(c.held, bool) for c in tiny.claims)
-    assert "held for" in tiny.claims[0].note
+def test_run_returns_every_claim_and_absent_tokens_as_counts(tiny):
+    assert [c.id for c in tiny.claims] == IDS
+    assert len(tiny.claim("rare_loss_rises_more").value) == 2  # one value per seed
     # 600 pairs over 40 tokens: some tokens never occur as a target; they are counted, never NaN
     absent = tiny.metrics["absent_tokens"]
     counts = tiny.frames["row_norms"].query("run == 0")["count"]
@@ -149,6 +180,13 @@ def test_run_returns_claims_for_every_check_and_absent_tokens_as_counts(tiny):
     assert tiny.frames["buckets"]["loss"].notna().all()
     # one member per (seed, λ), all in one ensemble
     assert len(tiny.runs["sweep"].configs) == 2 * 3
+    assert set(tiny.timings) == {"sweep", "sgd control"}
+
+
+def test_metric_keys_have_the_one_format(tiny):
+    assert "train_loss@bucket=top 1%,wd=0.5" in tiny.metrics and "rise_ratio@seed=1" in tiny.metrics
+    assert "norm_ratio@bucket=50–100%,seed=0" in tiny.metrics and "gap@wd=1,seed=1" in tiny.metrics
+    assert not [k for k in tiny.metrics if "[" in k or "/" in k]
 
 
 def test_bucket_means_of_the_run_match_the_engine_loss(tiny):
@@ -164,16 +202,19 @@ def test_bucket_means_of_the_run_match_the_engine_loss(tiny):
 def test_sgd_control_collapses_to_uniform_at_large_decay(tiny):
     assert tiny.metrics["sgd_train_loss@wd=1"] == pytest.approx(math.log(40), rel=1e-3)
     assert tiny.metrics["sgd_train_loss@wd=0"] < math.log(40) - 0.1
+    assert tiny.claim("sgd_collapses_to_uniform").status == HELD
 
 
 def test_same_settings_give_the_same_numbers(tiny):
     again = rare_tokens.run(**{**TINY, "sgd_control": False})
-    for key in ("train_loss[50–100%]@wd=1", "gap@wd=0.5/seed=1", "norm_ratio[top 1%]/seed=0"):
-        assert again.metrics[key] == tiny.metrics[key]
+    for name in ("train_loss@bucket=50–100%,wd=1", "gap@wd=0.5,seed=1", "norm_ratio@bucket=top 1%,seed=0"):
+        assert again.metrics[name] == tiny.metrics[name]
+    assert "sgd_collapses_to_uniform" not in [c.id for c in again.claims]
 
 
 @pytest.mark.parametrize("bad, match", [
-    (dict(weight_decays=(0.0, -1.0)), "weight_decays"),
+    (dict(weight_decays=[0.0, -1.0]), "weight_decays"),
+    (dict(weight_decays=[]), "weight_decays"),
     (dict(weight_decay=0.0), "weight_decay"),
     (dict(rank=0), "rank"),
     (dict(batch_size=10_000), "batch_size"),
@@ -186,6 +227,7 @@ def test_same_settings_give_the_same_numbers(tiny):
     (dict(sgd_step_size=0.0), "sgd_step_size"),
     (dict(seeds=0), "seeds"),
     (dict(rank=None), "rank"),
+    (dict(widht=3), "widht"),
 ])
 def test_bad_input_is_a_clear_config_error(bad, match):
     with pytest.raises(ConfigError, match=match):
@@ -197,27 +239,43 @@ def test_charts_build_from_the_frames(tiny):
     for chart in (rare_tokens.bucket_chart(f["buckets"]), rare_tokens.gap_chart(f["buckets"]),
                   rare_tokens.norms_chart(f["row_norms"]), rare_tokens.token_chart(f["token_loss"]),
                   rare_tokens.sgd_chart(f["sgd_buckets"], tiny.metrics["log_vocab"]),
-                  rare_tokens.spectrum_chart(f["spectrum"]), rare_tokens.explore_chart(f["explorer_initial"])):
+                  rare_tokens.spectrum_chart(f["spectrum"]), rare_tokens.explore_chart(tiny.exploration.initial)):
         assert chart.to_dict()
+
+
+def test_explorer_starts_from_the_sweep_with_the_theme_controls(tiny):
+    ex = tiny.explorer(controls=rare_tokens.CONTROLS, headless=True)
+    assert ex.names == ["step_size", "batch_size", "weight_decay", "width", "optimizer", "data_options.exponent",
+                        "data_options.vocab"]
+    assert ex.config.weight_decay == 1.0 and ex.config.width == 32 and ex.config.eval_every == 4
+    ex.run_fn = lambda *args: pytest.fail("the explorer retrained instead of drawing the sweep's member")
+    assert ex.static_chart().to_dict()
 
 
 def test_explorer_run_streams_bucket_losses():
     cfg = rare_tokens.config(steps=20, vocab=40, n_train=600, batch_size=64, eval_every=5, optimizer="sgd", step_size=1.0)
     run = rare_tokens.explore(cfg)
     assert run.configs[0].decay == "coupled"
+    assert rare_tokens.explore(cfg.replace(optimizer="adamw", step_size=0.03)).configs[0].decay == "decoupled"
     metrics = set(run.history.metric)
     assert {f"train_loss_b{k}" for k in range(4)} <= metrics and "logit_erank" in metrics
     assert sorted(run.history.step.unique()) == [0, 5, 10, 15, 20]
-    assert rare_tokens.explore_chart(run.history).to_dict()
+    spec = rare_tokens.explore_chart(run.history).to_dict()
+    assert "hconcat" in spec  # ≥ 3 evaluations: the curves over steps next to the latest profile
 
 
-def test_diverged_and_collapsed_runs_are_reported_not_raised():
+def test_collapsed_rows_and_diverged_runs_are_reported_not_raised():
     # plain SGD as the main optimizer: at λ > 0 every row decays to zero (norm ratios 0 vs 0)
     collapsed = rare_tokens.run(**{**TINY, "optimizer": "sgd", "step_size": 1.0, "sgd_control": False})
-    assert not collapsed.claims[2].held and "0.00 vs 0.00" in collapsed.claims[2].note
-    # a step size that blows the SGD control up: the claim fails and says where
+    shrink = collapsed.claim("rare_rows_shrink_more")
+    assert not shrink.held and shrink.value == [None, None] and "0.00 vs 0.00" in shrink.note
+    # a step size that blows the SGD control up: the claim says where, with no value
     blown = rare_tokens.run(**{**TINY, "sgd_step_size": 1000.0})
-    sgd_claim = blown.claims[-1]
-    assert not sgd_claim.held and sgd_claim.value is None and "diverged at step" in sgd_claim.note
+    sgd_claim = blown.claim("sgd_collapses_to_uniform")
+    assert sgd_claim.status == DIVERGED and sgd_claim.value is None and "diverged at step" in sgd_claim.note
     assert blown.metrics["sgd_train_loss@wd=0"] is None  # not the pre-divergence loss
     assert rare_tokens.sgd_chart(blown.frames["sgd_buckets"], blown.metrics["log_vocab"]).to_dict()
+    # a main sweep that diverges: every claim on it is "diverged", and the charts say so instead of drawing
+    gone = rare_tokens.run(**{**TINY, "optimizer": "sgd", "step_size": 1e4, "sgd_control": False})
+    assert {c.status for c in gone.claims} == {DIVERGED} and gone.metrics["diverged_members"] == 6
+    assert "No finished run" in str(rare_tokens.bucket_chart(gone.frames["buckets"]).to_dict())

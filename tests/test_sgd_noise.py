@@ -1,5 +1,5 @@
-"""Theme T2 (SGD noise): metric functions on hand-computed examples, the exact full-batch data set, and
-the experiment's pieces on tiny settings."""
+"""Theme 02 (SGD noise): metric functions on hand-computed examples, the exact full-batch data set, the
+claim rules at their thresholds, and the experiment's pieces on tiny settings."""
 import math
 
 import numpy as np
@@ -7,9 +7,15 @@ import pandas as pd
 import pytest
 import torch
 
+from reglab.claims import DIVERGED, HELD
 from reglab.config import ConfigError
 from reglab.engine import train
 from reglab.experiments import sgd_noise as sn
+
+EPS = 1e-9
+TINY = dict(steps=30, n_train=200, k=2, d=6, seeds=2, batch_sizes=[32, 1], sweep_step_sizes=[0.1, 0.2],
+            sweep_batch_sizes=[1, 2], alphas=[0.1, 10.0], temperatures=[1e-3], alpha_width=8, alpha_n_train=60,
+            alpha_steps=20)
 
 
 def test_input_and_irrelevant_norms_by_hand():
@@ -24,6 +30,44 @@ def test_relative_change_by_hand():
     init = {"W0": torch.tensor([[[3.0, 0.0]]]), "W1": torch.tensor([[[0.0], [4.0]]])}  # ‖θ₀‖ = 5
     params = {"W0": torch.tensor([[[3.0, 3.0]]]), "W1": torch.tensor([[[4.0], [4.0]]])}  # diff (0,3),(4,0): 5
     assert sn.relative_change(params, init).item() == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# claim rules: at, just inside and just outside each threshold; one failing or missing seed fails
+
+
+def test_strictly_decreasing_needs_every_seed():
+    rule = sn.STRICTLY_DECREASING  # per seed: irrelevant norms at GD, then ever smaller B
+    assert rule([[1.8, 1.6, 1.3], [1.8, 1.8 - EPS]])
+    assert not rule([[1.8, 1.6, 1.3], [1.8, 1.8]])  # equal is not a decrease
+    assert not rule([[1.8, 1.6, 1.3], [1.8, 1.8 + EPS]])  # one failing seed
+    assert not rule([[1.8, 1.6, 1.3], [1.8, math.nan]]) and not rule([[1.8, None]]) and not rule([])
+
+
+@pytest.mark.parametrize("rule, t", [(sn.HALF_OF_GD, 0.5), (sn.GD_KEEPS_NORM, sn.GD_DRIFT)])
+def test_at_most_rules(rule, t):
+    assert rule([t, 0.0]) and rule([t - EPS]) and not rule([t + EPS])
+    assert not rule([0.0, t + EPS, 0.0])  # one failing seed
+    assert not rule([0.0, None]) and not rule([0.0, math.nan])  # a missing (diverged) seed
+
+
+def test_lazy_regime_is_small_and_non_decreasing_in_t():
+    rule, t = sn.LAZY_REGIME, sn.LAZY_LIMIT
+    assert rule([[0.02, t - EPS], [0.03, 0.03]])  # flat counts as non-decreasing
+    assert not rule([[0.02, t]]) and not rule([[0.02, t + EPS]])  # strictly below the limit
+    assert not rule([[0.05, 0.04]])  # decreasing in T
+    assert not rule([[0.02, 0.03], [0.05, 0.04]])  # one failing seed
+    assert not rule([[0.02, math.nan]]) and not rule([[0.02, None]]) and not rule([[]]) and not rule([])
+
+
+def test_feature_regime_ratio():
+    rule, t = sn.FEATURE_REGIME, sn.FEATURE_FACTOR
+    assert rule([t, 20.0]) and rule([t + EPS]) and not rule([t - EPS])
+    assert not rule([20.0, t - EPS]) and not rule([20.0, math.nan])
+
+
+# ---------------------------------------------------------------------------------------------
+# data and training
 
 
 def test_reference_data_recipe():
@@ -75,6 +119,8 @@ def test_iso_temperature_pairs():
     assert len(pairs) == 1
     assert pairs.iloc[0].ratio == pytest.approx(2.0)
     assert pairs.iloc[0].b_small == 16 and pairs.iloc[0].b_large == 32
+    assert list(pairs.columns) == ["eta_small", "b_small", "norm_small", "eta_large", "b_large", "norm_large",
+                                   "temperature", "ratio"]
 
 
 def test_train_support_mixes_batch_sizes_and_keeps_member_order():
@@ -82,6 +128,7 @@ def test_train_support_mixes_batch_sizes_and_keeps_member_order():
     frame = sn.train_support(cfgs, progress=False)
     assert sorted(frame.run.unique()) == [0, 1, 2]
     assert {f"in{j}" for j in range(6)} <= set(frame.metric)
+    assert str(frame.diverged_at.dtype) == "Int64" and frame.diverged_at.isna().all()
     final = frame[frame.step == 40].pivot(index="run", columns="metric", values="value")
     # the probe's irrelevant norm is the norm of the irrelevant inputs' rows
     rows = final[[f"in{j}" for j in range(2, 6)]].pow(2).sum(1).pow(0.5)
@@ -99,46 +146,71 @@ def test_temperature_sweep_tiny():
     feature = table[table.alpha == 0.1].iloc[0]
     assert math.isfinite(lazy.rel_change) and lazy.rel_change < feature.rel_change
     assert lazy.step_size == pytest.approx(1e-3 * 8 / 100)
+    assert str(table.diverged_at.dtype) == "Int64" and table.trained.all()
     assert {"rel_change", "train_loss"} <= set(hist.metric)
 
 
-def test_bad_inputs_give_config_errors():
-    with pytest.raises(ConfigError, match="alpha"):
-        sn.alpha_config(alpha=-1.0)
-    with pytest.raises(ConfigError, match="step_size"):
-        sn.train_support([sn.config(step_size=-0.1, n_train=200, k=2, d=6, steps=5)])
+def test_bad_inputs_give_config_errors_naming_the_parameter():
+    for bad, name in [(dict(alphas=[-1.0]), "alphas"), (dict(seeds=0), "seeds"), (dict(batch_sizes=[]), "batch_sizes"),
+                      (dict(step_size=-0.1), "step_size"), (dict(sweep_batch_sizes=[0]), "sweep_batch_sizes")]:
+        with pytest.raises(ConfigError, match=f"'{name}'"):
+            sn.run(**bad)
     with pytest.raises(ConfigError, match="batch_size"):
         sn.train_support([sn.config(batch_size=500, n_train=200, k=2, d=6, steps=5)])
     with pytest.raises(ConfigError, match="rank"):
         sn.train_support([sn.config(rank=50, n_train=200, k=2, d=6, steps=5)])
-    with pytest.raises(ConfigError, match="n_seeds"):
-        sn.run(n_seeds=0)
+    with pytest.raises(ConfigError, match="batch_size"):  # a bad combination fails before anything trains
+        sn.run(**{**TINY, "batch_sizes": [500]})
 
 
-def test_run_tiny_produces_claims_and_frames():
-    r = sn.run(steps=30, n_train=200, k=2, d=6, n_seeds=2, batch_sizes=[32, 1], sweep_step_sizes=[0.1, 0.2],
-               sweep_batch_sizes=[1, 2], alphas=[0.1, 10.0], temperatures=[1e-3], alpha_width=8, alpha_n_train=60,
-               alpha_steps=20)
-    assert len(r.claims) == 5
-    assert {"support", "phase", "temperature", "pairs"} <= set(r.frames)
+# ---------------------------------------------------------------------------------------------
+# the experiment
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return sn.run(**TINY)
+
+
+def test_run_tiny_produces_claims_metrics_and_frames(tiny):
+    r = tiny
+    assert [c.id for c in r.claims] == ["irrelevant_norm_falls_with_b", "smallest_b_halves_gd",
+                                        "gd_keeps_irrelevant_norm", "lazy_regime", "feature_regime"]
+    assert all(len(c.value) == 2 for c in r.claims)  # one value per seed
+    assert r.claim("irrelevant_norm_falls_with_b").value[0] == pytest.approx(
+        [r.metrics[f"irrelevant@B={b},seed=0"] for b in ("GD", 32, 1)], abs=1e-4)  # GD, then B from large to small
+    assert {"support", "runs", "support_table", "phase", "pairs", "temperature", "temperature_history"} <= set(r.frames)
     assert len(r.frames["phase"]) == 2 * 3  # two η × (B = 1, 2, GD)
     assert r.frames["pairs"].shape[0] == 1  # (0.1, 1) and (0.2, 2) share η/B
-    assert "irrelevant_GD_seed1" in r.metrics
+    assert {"irrelevant@B=GD,seed=1", "irrelevant@B=32,seed=0", "initial_irrelevant@seed=1",
+            "ratio_smallest_B_to_GD@seed=0", "rel_change@alpha=10,T=0.001,seed=1"} <= set(r.metrics)
+    assert r.metrics["ratio_smallest_B_to_GD@seed=0"] == pytest.approx(
+        r.metrics["irrelevant@B=1,seed=0"] / r.metrics["irrelevant@B=GD,seed=0"], abs=1e-3)
+    assert set(r.timings) == {"support and phase diagram", "temperature vs output scale"}
+    table = r.frames["support_table"]
+    assert list(table.index) == ["initial", "GD", "B=32", "B=1"] and list(table.columns) == ["seed 0", "seed 1"]
     # charts build from the frames
     sn.support_chart(r.frames["support"], seed=0, step_size=0.3, k=2).to_dict()
     sn.phase_chart(r.frames["phase"]).to_dict()
+    sn.phase_chart(r.frames["phase"], "test_loss", log_color=True).to_dict()
     sn.collapse_chart(r.frames["phase"]).to_dict()
     sn.temperature_chart(r.frames["temperature"]).to_dict()
 
 
-def test_explorer_trains_support_runs_and_refuses_bad_batch():
-    from reglab.widgets import Explorer, IntRange
+def test_exploration_starts_from_the_trained_member_and_declares_its_controls(tiny):
+    e = tiny.exploration
+    assert e.config.batch_size == 1 and e.config.data_options["k"] == 2
+    assert set(e.initial.run) == {0} and "irrelevant_norm" in set(e.initial.metric)
+    assert set(e.controls) == {"steps", "seed", "k"} and e.controls["k"].slider == (1, 5)  # k < d = 6
+    sn.explore_chart(e.initial, e.config).to_dict()
 
-    cfg = sn.config(step_size=0.3, batch_size=1, k=2, d=6, n_train=200, steps=60, width=5)
-    ex = Explorer(cfg, chart=sn.explore_chart, run=sn.explore_run, headless=False, debounce=0.01,
-                  extra={"steps": IntRange(20, 20000), "data_options.k": IntRange(1, 5)})
+
+def test_explorer_trains_support_runs_and_refuses_bad_batch(tiny):
+    ex = tiny.explorer(headless=False, debounce=0.01)
     try:
+        assert "data_options.k" in ex.extra and (ex.extra["data_options.k"].low, ex.extra["data_options.k"].high) == (1, 5)
         ex.widget
+        ex.set(steps=60)
         assert ex.wait(60) and ex.session.current.status == "done"
         assert {"in0", "in5", "irrelevant_norm"} <= set(ex.frame.metric)
         ex.set(batch_size=None)  # full-batch GD through the exact moment data set
@@ -149,23 +221,26 @@ def test_explorer_trains_support_runs_and_refuses_bad_batch():
         ex.close()
 
 
-def test_initial_frame_and_support_table():
-    r = sn.run(steps=20, n_train=200, k=2, d=6, n_seeds=2, batch_sizes=[1, 8], sweep_step_sizes=[0.3],
-               sweep_batch_sizes=[1], alphas=[], temperatures=[])
-    assert len(r.claims) == 3  # experiment 3 skipped
-    frame = sn.initial_frame(r, 0.3, 1, 0)
-    assert set(frame.run) == {0} and "irrelevant_norm" in set(frame.metric)
-    assert sn.initial_frame(r, 0.3, 64, 0) is None
-    table = sn.support_table(r, 0.3, [1, 8])
-    assert list(table.index) == ["initial", "GD", "B=8", "B=1"]
-    assert list(table.columns) == ["seed 0", "seed 1"] and table.notna().all().all()
+def test_experiment_3_is_skipped_on_an_empty_list():
+    r = sn.run(**{**TINY, "seeds": 1, "alphas": []})
+    assert [c.id for c in r.claims] == ["irrelevant_norm_falls_with_b", "smallest_b_halves_gd", "gd_keeps_irrelevant_norm"]
+    assert "temperature" not in r.frames and "temperature vs output scale" not in r.timings
 
 
 def test_diverged_runs_are_reported_not_scored():
-    r = sn.run(steps=60, n_train=200, k=2, d=6, n_seeds=1, step_size=50.0, grad_clip=None, batch_sizes=[1],
+    r = sn.run(steps=60, n_train=200, k=2, d=6, seeds=1, step_size=50.0, grad_clip=None, batch_sizes=[1],
                sweep_step_sizes=[50.0], sweep_batch_sizes=[1], alphas=[], temperatures=[])
     runs = r.frames["runs"]
     assert runs.diverged_at.notna().all() and runs.irrelevant_norm.isna().all()
-    assert not any(c.held for c in r.claims)
-    assert "diverged at step" in r.claims[1].note
-    sn.phase_chart(r.frames["phase"]).to_dict()  # draws "div." cells
+    assert [c.status for c in r.claims] == [DIVERGED] * 3
+    assert "diverged at step" in r.claims[1].note and "B=1, seed 0" in r.claims[1].note
+    assert math.isnan(r.metrics["irrelevant@B=1,seed=0"])  # no final value after a divergence
+    d = sn.phase_chart(r.frames["phase"]).to_dict()  # draws "div." cells
+    assert "div." in str(d)
+    assert "diverged at step" in str(sn.support_chart(r.frames["support"], seed=0, step_size=50.0, k=2).to_dict())
+    assert "diverged at step" in str(sn.explore_chart(r.exploration.initial, r.exploration.config).to_dict())
+
+
+def test_a_held_claim_keeps_its_value(tiny):
+    c = tiny.claim("gd_keeps_irrelevant_norm")
+    assert (c.status == HELD) == all(v <= sn.GD_DRIFT for v in c.value)

@@ -1,4 +1,5 @@
-"""T1 · Stability: metric functions on hand-computed examples, and the experiment on tiny settings."""
+"""01 · Stability: metric functions on hand-computed examples, the claims' rules at their thresholds, and
+the experiment on tiny settings."""
 import math
 
 import numpy as np
@@ -6,13 +7,15 @@ import pytest
 import torch
 
 from reglab import ConfigError, RunConfig, train
+from reglab.claims import DIVERGED
 from reglab.curvature import gauss_newton_trace, top_eigenvalues
 from reglab.data import make_dataset
 from reglab.experiments import stability
 from reglab.models import MLP
 
 TINY = dict(steps=40, n_train=100, width=16, sharpness_every=10, trace_step_sizes=[0.05, 0.1], sgd_epochs=1,
-            gd_steps=40, seeds=1, progress=False)
+            gd_steps=40, seeds=1)
+EPS = 1e-9
 
 
 # ---------------------------------------------------------------------------------------------
@@ -41,6 +44,7 @@ def test_loss_increase_fractions():
 
 def test_converged():
     assert stability.converged(0.05, 0.5, None)
+    assert stability.converged(0.1, 0.5, None)  # exactly 20 % of the initial loss
     assert not stability.converged(0.2, 0.5, None)  # 40 % of the initial loss
     assert not stability.converged(0.01, 0.5, 85)  # diverged
     assert not stability.converged(float("nan"), 0.5, None)
@@ -68,6 +72,45 @@ def test_snapshot_keeps_parameters_at_chosen_steps():
 
 
 # ---------------------------------------------------------------------------------------------
+# the claims' rules: at, just inside and just outside each threshold; one failing or missing seed fails
+
+
+@pytest.mark.parametrize("rule, at, inside, outside, held_at", [
+    (stability.EOS_BAND, 0.9, 0.9 + EPS, 0.9 - EPS, True),
+    (stability.EOS_BAND, 1.15, 1.15 - EPS, 1.15 + EPS, True),
+    (stability.SMALL_BELOW_EDGE, 1.0, 1.0 - EPS, 1.0 + EPS, False),
+    (stability.GD_TRACE_ABOVE, 1.0, 1.0 + EPS, 1.0 - EPS, False),
+    (stability.GD_LMAX_AT_EDGE, 1.15, 1.15 - EPS, 1.15 + EPS, True),
+])
+def test_single_value_rules(rule, at, inside, outside, held_at):
+    assert rule([at]) is held_at and rule([inside]) and not rule([outside])
+    assert rule([inside] * 3) and not rule([inside, outside, inside])  # one failing seed fails the rule
+    assert not rule([inside, None]) and not rule([])  # a missing seed (diverged) fails it too
+
+
+@pytest.mark.parametrize("before, after, held", [
+    (0.05, 0.10, True), (0.05 - EPS, 0.10 + EPS, True),  # at and just inside both thresholds
+    (0.05 + EPS, 0.5, False), (0.0, 0.10 - EPS, False),  # just outside either
+    (None, 0.5, False), (0.0, None, False),  # a side with no updates (no crossing) fails
+])
+def test_loss_up_rule(before, after, held):
+    assert stability.LOSS_UP([[before, after]]) is held
+    assert stability.LOSS_UP([[0.0, 0.2], [before, after]]) is held  # the other seed passes: this one decides
+    assert not stability.LOSS_UP([[0.0, 0.2], None])
+
+
+@pytest.mark.parametrize("worst, n, held", [
+    (1.0, 2, True), (1.0 - EPS, 3, True),  # at and inside: max ratio ≤ 1 with ≥ 2 converged step sizes
+    (1.0 + EPS, 2, False), (0.5, 1, False),  # just outside: ratio above 1, or one converged step size
+    (None, 0, False),  # nothing converged
+])
+def test_sgd_trace_bound_rule(worst, n, held):
+    assert stability.SGD_TRACE_BOUND([[worst, n]]) is held
+    assert stability.SGD_TRACE_BOUND([[0.3, 4], [worst, n]]) is held
+    assert not stability.SGD_TRACE_BOUND([[0.3, 4], None])
+
+
+# ---------------------------------------------------------------------------------------------
 # the experiment on tiny settings
 
 
@@ -77,16 +120,20 @@ def tiny():
 
 
 def test_tiny_run_has_every_claim_and_finite_metrics(tiny):
-    assert len(tiny.claims) == 6
-    assert {"eos", "eos_table", "trace", "trace_history", "spectrum", "timing"} <= set(tiny.frames)
+    assert [c.id for c in tiny.claims] == ["edge_of_stability", "loss_non_monotone", "small_step_below_edge",
+                                           "sgd_trace_bound", "gd_trace_above_bound", "gd_lmax_at_edge"]
+    assert {"eos", "eos_table", "trace", "trace_history", "spectrum"} <= set(tiny.frames)
+    assert list(tiny.timing.part) == ["edge of stability", "SGD vs GD traces", "spectrum"]
     trace = tiny.frames["trace"]
     assert len(trace) == 2 * 2  # SGD and GD at two step sizes, one seed
     assert np.isfinite(trace.trace.astype(float)).all() and (trace.trace.astype(float) > 0).all()
     # the trace bounds the top eigenvalue (H ≈ G is positive semidefinite near convergence)
     assert (trace.trace.astype(float) >= trace.lmax.astype(float) * 0.99).all()
+    assert str(trace.diverged_at.dtype) == "Int64" and trace.diverged_at.isna().all()
     assert set(tiny.frames["spectrum"].when) == {"step 0", "step 40"}
     for key in ("sgd_trace_ratio@eta=0.05,seed=0", "gd_lmax_ratio@eta=0.1,seed=0", "small_eta_max_ratio@seed=0"):
         assert math.isfinite(tiny.metrics[key])
+    assert tiny.metrics["eos_diverged_at@seed=0"] is None
 
 
 def test_sharpness_probe_tolerance_is_accurate(tiny):
@@ -99,39 +146,52 @@ def test_sharpness_probe_tolerance_is_accurate(tiny):
 
 def test_charts_build(tiny):
     for chart in (stability.chart(tiny.frames["eos"]), stability.ratio_chart(tiny.frames["eos"]),
-                  stability.trace_chart(tiny.frames["trace"], 4), stability.trace_loss_chart(tiny.frames["trace_history"]),
+                  stability.trace_chart(tiny.frames["trace"]), stability.trace_loss_chart(tiny.frames["trace_history"]),
                   stability.spectrum_chart(tiny.frames["spectrum"], 0.15)):
-        spec = chart.to_dict()
-        assert spec
+        assert chart.to_dict()
     assert "2B/η" in str(stability.trace_chart(tiny.frames["trace"], 4).to_dict())
-    frame = stability.member_frame(tiny, 0)
-    assert set(frame.run) == {0} and "sharpness" in set(frame.metric)
-    stability.chart(frame, stability.config(steps=40)).to_dict()  # the explorer's view: 2/η from the config
+    assert "2B/η" not in str(stability.trace_chart(tiny.frames["trace"]).to_dict())  # B = 1: only 2/η
+    assert "no spectrum" in str(stability.spectrum_chart(tiny.frames["spectrum"].iloc[:0], 0.15).to_dict())
+
+
+def test_explorer_starts_from_member_zero(tiny):
+    e = tiny.exploration
+    assert e.config == tiny.runs["eos"].configs[0] and e.run is stability.explore
+    assert set(e.controls) == {"steps", "loss", "seed"} and e.controls["steps"] is stability.THEME.params["steps"]
+    assert set(e.initial.run) == {0} and "sharpness" in set(e.initial.metric)
+    assert "2/η = 13.3" in str(stability.chart(e.initial, e.config).to_dict())  # 2/η from the config
 
 
 def test_divergence_is_reported_not_raised():
     res = stability.run(**{**TINY, "step_size": 60.0})
-    assert res.metrics["eos_diverged_at@seed=0"] is not None
-    first = res.claims[0]
-    assert not first.held and "diverged at step" in first.note
+    assert isinstance(res.metrics["eos_diverged_at@seed=0"], int)
+    for c in res.claims_of("edge_of_stability", "loss_non_monotone"):
+        assert c.status == DIVERGED and "diverged at step" in c.note and "η = 60, seed 0" in c.note
+    assert res.claim("small_step_below_edge").status != DIVERGED  # the small step size is a separate run
     eos = res.frames["eos"]
-    d = eos.diverged_at[eos.run == 0].iloc[0]
-    assert math.isfinite(d)
-    spec = str(stability.chart(eos).to_dict())
-    assert "diverged at step" in spec  # drawn up to the divergence, and labelled
+    assert eos.diverged_at[eos.run == 0].notna().all() and eos.diverged_at[eos.run == 1].isna().all()
+    assert "diverged at step" in str(stability.chart(eos).to_dict())  # drawn up to the divergence, and labelled
 
 
 @pytest.mark.parametrize("change,name", [({"rank": 17}, "rank"), ({"loss": "hinge"}, "loss"),
                                          ({"batch_size": 500}, "batch_size"), ({"target": "odd"}, "target"),
                                          ({"step_size": -0.1}, "step_size"), ({"trace_step_sizes": [0.1]}, "trace_step_sizes"),
-                                         ({"n_train": 5000}, "n_train"), ({"spectrum_step": 41}, "spectrum_step")])
+                                         ({"n_train": 5000}, "n_train"), ({"spectrum_step": 41}, "spectrum_step"),
+                                         ({"sharpness_every": 41}, "sharpness_every"), ({"seeds": 0}, "seeds")])
 def test_bad_inputs_name_the_parameter(change, name):
     with pytest.raises(ConfigError, match=name):
         stability.run(**{**TINY, **change})
 
 
+def test_declared_defaults_build_valid_configs():
+    assert stability.THEME.validate({}) == stability.THEME.defaults()
+    assert stability.config().step_size == stability.THEME.params["step_size"].default
+
+
 def test_trace_config_maps_ce_to_logistic_for_the_scalar_target():
     assert stability.trace_config(loss="ce", target="parity").loss == "logistic"
     assert stability.trace_config(loss="ce", target="class").loss == "ce"
+    c = stability.trace_config(steps=400)
+    assert (c.width, c.depth, c.n_train, c.eval_every, c.data_options) == (32, 1, 200, 10, {"target": "parity"})
     data = make_dataset("digits", 200, target="parity")
     assert data.output_dim == 1 and set(data.y_train.flatten().tolist()) == {-1.0, 1.0}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from reglab import ConfigError, RunConfig, from_arrays, train
-from reglab.claims import (DIVERGED, HELD, INFO, NOT_HELD, above, at_least, at_most, below, every_seed, key,
+from reglab.claims import (DIVERGED, HELD, INFO, NOT_HELD, above, at_least, at_most, below, decreasing, every_seed, key,
                            median_of, per_seed, verdict, within)
 from reglab.experiments import MODULES, theme_of
 
@@ -46,6 +46,12 @@ def test_every_seed_needs_every_value_and_fails_on_a_missing_one():
 def test_median_of_seeds():
     rule = median_of(at_least(0.9))
     assert rule([0.95, 0.1, 0.92]) and not rule([0.95, 0.1, 0.89]) and not rule([0.95, None, 1.0])
+
+
+def test_decreasing_needs_every_step_down():
+    rule = decreasing()
+    assert rule([3.0, 2.0, 1.0]) and not rule([3.0, 3.0, 1.0]) and not rule([1.0, 2.0]) and not rule([3.0, None])
+    assert not rule([1.0])
 
 
 def test_verdict_status_and_divergence():

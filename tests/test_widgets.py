@@ -343,3 +343,19 @@ def test_charts_curves_mark_divergence_and_render_offline(tmp_path):
     assert "<svg" in charts.to_svg(chart)
     sweep = pd.DataFrame({"step_size": [0.1, 0.1, 1.0, 1.0], "batch_size": [8, None, 8, None], "acc": np.arange(4.0)})
     assert "full" in str(charts.heatmap(sweep, "step_size", "batch_size", "acc").to_dict())
+
+
+def test_declared_parameters_become_controls_with_their_hints():
+    import math
+
+    from reglab.config import Interval, OneOf
+    from reglab.theme import Param
+    from reglab.widgets.controls import Choice, IntRange, LogRange, spec_for
+
+    decay = spec_for(Param(2.0, Interval(float, 0, math.inf), "weight decay λ", log=True, slider=(1e-3, 20),
+                           off=(0.0, "λ = 0")))
+    assert isinstance(decay, LogRange) and (decay.low, decay.high, decay.off, decay.off_label) == (1e-3, 20, 0.0, "λ = 0")
+    rank = spec_for(Param(None, Interval(int, 1, 100, allow_none=True), "rank r", step=5, off=(None, "full rank")))
+    assert isinstance(rank, IntRange) and rank.step == 5 and rank.off is None and rank.off_label == "full rank"
+    loss = spec_for(Param("ce", OneOf(("ce", "stablemax_ce")), "loss", labels=("softmax", "StableMax")))
+    assert isinstance(loss, Choice) and loss.text("stablemax_ce") == "StableMax"

@@ -193,23 +193,24 @@ def default_spec(name: str, config: RunConfig, n_train: int) -> Spec:
 
 
 def spec_for(param) -> Spec:
-    """The control for a theme's declared parameter (reglab.theme.Param): its constraint's range (or its
-    `slider` range when the constraint is unbounded), log scale when declared, its label."""
+    """The control for a theme's declared parameter (reglab.theme.Param): the slider range (`slider`, else
+    the constraint's), log scale, step, an "off" checkbox (`off`, or None where the constraint allows it)
+    and the labels it declares."""
     from reglab.config import Interval, OneOf
 
     c, label = param.constraint, param.label or param.help.split(" (")[0]
     if isinstance(c, OneOf):
         if set(c.options) <= {True, False}:
             return Toggle(label=label)
-        return Choice(list(c.options), label=label)
+        return Choice(list(c.options), labels=param.labels, label=label)
     if isinstance(c, Interval):
         low, high = param.slider or (c.low, c.high)
-        off = None if c.allow_none else NO_OFF
+        off, off_label = param.off or ((None, f"{label}: none") if c.allow_none else (NO_OFF, "off"))
         if c.kind is int:
-            return IntRange(int(low), int(high), off=off, off_label=f"{label}: None", label=label)
+            return IntRange(int(low), int(high), step=param.step or 1, off=off, off_label=off_label, label=label)
         if param.log:
-            return LogRange(max(low, 1e-12), high, off=off, label=label)
-        return FloatRange(low, high, step=(high - low) / 100, off=off, label=label)
+            return LogRange(low, high, off=off, off_label=off_label, label=label, **({"step": param.step} if param.step else {}))
+        return FloatRange(low, high, step=param.step or (high - low) / 100, off=off, off_label=off_label, label=label)
     raise ConfigError(f"No control for a parameter constrained to {c.describe()}.")
 
 

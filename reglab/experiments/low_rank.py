@@ -1,22 +1,10 @@
-"""T3 · Weight decay and low rank: nuclear norm, rank constraints, rank-aware bounds, SAM's low-rank features.
-
-Three experiments, all trained by `reglab.engine.train` (seeds and sweeps are members of one ensemble):
-
-1. **Weight decay on a factorized layer.** A linear map W = U Vᵀ (the reglab MLP with depth 0 and `rank`)
-   fits a low-rank matrix-regression problem with whitened inputs, so that the training loss is
-   ½‖W − Ŵ‖_F² + const with Ŵ the least-squares solution. Weight decay λ on U and V minimizes
-   λ(‖U‖²+‖V‖²)/2, whose minimum over factorizations of W is λ‖W‖_*: the trained W should be Ŵ with its
-   singular values soft-thresholded, σ_i(W) = (σ_i(Ŵ) − λ)₊, and its effective rank should fall with λ.
-2. **Rank slider.** A two-layer ReLU network whose first layer is W₀ = U Vᵀ of rank r fits a noisy
-   multi-index target; train/test loss and the gap vs r, with a product-of-spectral-norms bound and a
-   rank-aware bound (formulas in `reglab.metrics.bounds`).
-3. **SAM lowers feature rank** (Andriushchenko et al. 2023): a 100-unit ReLU student fits 20 points of a
-   3-unit teacher with SGD (B = 1), SAM for the first half of training; feature rank and active neurons
-   vs the SAM radius ρ.
+"""T3 · Weight decay and low rank, in three experiments (each trains its seeds and sweep as one ensemble):
+1. weight decay λ on W = U Vᵀ fitting whitened matrix regression is, at a minimum, the nuclear-norm penalty λ‖W‖_*:
+   W should be the least-squares Ŵ with soft-thresholded singular values (σᵢ(Ŵ) − λ)₊;
+2. rank slider: a two-layer ReLU network with a rank-r first layer; loss, gap and two bounds (`metrics.bounds`) vs r;
+3. SAM lowers feature rank (Andriushchenko et al. 2023): a 100-unit student of a 3-unit teacher, feature rank vs ρ.
 """
 from __future__ import annotations
-
-import math
 
 import altair as alt
 import numpy as np
@@ -24,39 +12,58 @@ import pandas as pd
 import torch
 
 from .. import charts
-from ..claims import Claim, Result, fmt_number
-from ..config import ConfigError, Interval, RunConfig, check, check_each, validate
+from ..claims import above, at_most, below, every_seed, fmt_number, key, per_seed, verdict
+from ..config import Interval, ListOf, RunConfig, check, validate
 from ..data import Dataset, from_arrays
 from ..engine import train
-from ..metrics import effective_rank, nuclear_norm, numerical_rank, singular_values, stable_rank
-from ..metrics import bounds
+from ..metrics import bounds, effective_rank, nuclear_norm, numerical_rank, singular_values, stable_rank
+from ..theme import DEVICE, NON_NEGATIVE, POSITIVE, SEED, SEEDS, Exploration, Param, Theme
 
-# ---------------------------------------------------------------------------------------------
+D_IN, D_OUT, N_MATRIX, NOISE_MATRIX, TRUE_SPECTRUM = 20, 20, 100, 0.5, (5.0, 4.0, 3.0, 2.0, 1.0)  # experiment 1
+D_INDEX, K_INDEX, N_INDEX, NOISE_INDEX, WIDTH_INDEX = 20, 2, 100, 0.5, 32  # experiment 2
+N_SAM, D_SAM, TEACHER_UNITS, STUDENT_UNITS = 20, 3, 3, 100  # experiment 3
+FEATURE_ENERGY = 0.9999  # principal components kept: 99.99 % of Σσ² of the (uncentred) features, as in the SAM code
+DATA_SEED, NUCLEAR_TOLERANCE, STEPS = 0, 0.05, Interval(int, 1, 10**6)
+
+# claim rules: the value of every seed must pass
+RANK_FALLS = every_seed(below(0))  # largest rise of the effective rank between consecutive λ
+NUCLEAR_GAP = every_seed(at_most(NUCLEAR_TOLERANCE))  # |(‖U‖²+‖V‖²)/2 − ‖W‖_*| / ‖W‖_*, largest over λ > 0
+SOFT_THRESHOLD = every_seed(at_most(0.01))  # max |σᵢ(W) − (σᵢ(Ŵ) − λ)₊| / σ₁(Ŵ), largest over λ > 0
+RANK_BOUND_RISES = every_seed(above(0))  # smallest step of the rank-aware bound between consecutive r
+BELOW_SPECTRAL = every_seed(below(1))  # rank-aware / product-of-spectral-norms bound at the smallest r
+TRACKS_GAP = every_seed(above(0))  # Spearman correlation of the rank-aware bound with the gap over the r sweep
+SAM_FITS = every_seed(below(1e-3))  # train MSE, the larger of the two compared radii
+LOWER_FEATURE_RANK = every_seed(at_most(0.7))  # feature rank at ρ₁ / feature rank at ρ₀
+
+THEME = Theme("03_low_rank", {
+    "weight_decay": Param(0.3, NON_NEGATIVE, "weight decay λ (where the explorer starts)", slider=(0.0, 5.0)),
+    "weight_decays": Param([0.0, 0.1, 0.3, 1.0, 2.0], ListOf(NON_NEGATIVE), "the λ sweep of experiment 1"),
+    "rank": Param(D_IN, Interval(int, 1, min(D_IN, D_OUT), allow_none=True), "rank r (None: a plain, unfactorized W)"),
+    "step_size": Param(0.1, POSITIVE, "step size η of experiment 1", log=True),
+    "batch_size": Param(None, Interval(int, 1, N_MATRIX, allow_none=True), "batch size of experiment 1 (None: all)"),
+    "steps": Param(1000, STEPS, "steps (of experiment 1)", slider=(100, 5000)),
+    "ranks": Param([1, 2, 4, 8, 16], ListOf(Interval(int, 1, WIDTH_INDEX), at_least=2), "the ranks r of experiment 2"),
+    "rank_steps": Param(800, STEPS, "steps of experiment 2"), "rank_step_size": Param(0.1, POSITIVE, "η of experiment 2"),
+    "sam_radii": Param([0.0, 0.2, 0.4, 0.6], ListOf(NON_NEGATIVE), "the SAM radii ρ of experiment 3"),
+    "sam_steps": Param(6000, STEPS, "steps of experiment 3"), "sam_step_size": Param(0.2, POSITIVE, "η of experiment 3"),
+    "seeds": SEEDS, "seed": SEED, "device": DEVICE,
+})
+
+
 # experiment 1: a factorized linear layer, whitened matrix regression
-
-D_IN, D_OUT, TRUE_RANK, N_MATRIX, NOISE_MATRIX = 20, 20, 5, 100, 0.5
-TRUE_SPECTRUM = (5.0, 4.0, 3.0, 2.0, 1.0)
-DATA_SEED = 0
-
-
 def matrix_regression(n: int = N_MATRIX, d_in: int = D_IN, d_out: int = D_OUT, spectrum=TRUE_SPECTRUM,
                       noise: float = NOISE_MATRIX, seed: int = DATA_SEED, n_test: int = 1000) -> Dataset:
-    """Y = X W* + noise with W* of rank len(spectrum) and singular values `spectrum`. The training inputs
-    are whitened (XᵀX = n·I exactly), so the training loss is ½‖W − Ŵ‖_F² + const, Ŵ = XᵀY/n the
-    least-squares solution (info["w_ls"]); test inputs are standard Gaussian."""
+    """Y = X W* + noise, W* of singular values `spectrum`. Training inputs are whitened (XᵀX = n·I exactly), so
+    the training loss is ½‖W − Ŵ‖_F² + const with Ŵ = XᵀY/n (info["w_ls"]); test inputs are standard Gaussian."""
     check("n", n, Interval(int, d_in, 10**6), owner="matrix_regression")  # whitening needs n ≥ d_in
     rng = np.random.default_rng(seed)
-    q, _ = np.linalg.qr(rng.standard_normal((n, d_in)))
-    x = math.sqrt(n) * q
-    k = len(spectrum)
-    a, _ = np.linalg.qr(rng.standard_normal((d_in, k)))
-    b, _ = np.linalg.qr(rng.standard_normal((d_out, k)))
+    x = np.sqrt(n) * np.linalg.qr(rng.standard_normal((n, d_in)))[0]
+    a, b = (np.linalg.qr(rng.standard_normal((d, len(spectrum))))[0] for d in (d_in, d_out))
     w_star = (a * np.asarray(spectrum)) @ b.T
     y = x @ w_star + noise * rng.standard_normal((n, d_out))
     xt = rng.standard_normal((n_test, d_in))
     yt = xt @ w_star + noise * rng.standard_normal((n_test, d_out))
-    f32 = lambda v: v.astype(np.float32)
-    data = from_arrays(f32(x), f32(y), f32(xt), f32(yt), task="regression", name="matrix_regression")
+    data = from_arrays(*(v.astype(np.float32) for v in (x, y, xt, yt)), task="regression", name="matrix_regression")
     data.info.update(w_star=w_star, w_ls=x.T @ y / n)
     return data
 
@@ -69,19 +76,13 @@ def config(weight_decay: float = 0.3, rank: int | None = D_IN, step_size: float 
                      steps=steps, eval_every=max(1, steps // 100), seed=seed, device=device)
 
 
-def soft_threshold(sigma, lam: float, rank: int | None = None) -> np.ndarray:
-    """(σ − λ)₊, keeping only the `rank` largest: the singular values of argmin ½‖W − Ŵ‖² + λ‖W‖_* (rank ≤ r)."""
-    out = np.maximum(np.sort(np.asarray(sigma, dtype=float))[::-1] - lam, 0.0)
-    if rank is not None:
-        out[rank:] = 0.0
-    return out
-
-
 def predicted_spectrum(w_ls, weight_decay: float, rank: int | None) -> np.ndarray:
-    """Singular values full-batch GD converges to: soft-thresholding for W = U Vᵀ (weight decay on U, V is
-    a nuclear-norm penalty), plain shrinkage σ/(1+λ) for an unfactorized W (a Frobenius penalty)."""
+    """Singular values full-batch GD converges to: for W = U Vᵀ (a nuclear-norm penalty) (σ − λ)₊ of the `rank`
+    largest, argmin ½‖W − Ŵ‖² + λ‖W‖_* with rank ≤ r; for a plain W (a Frobenius penalty) shrinkage σ/(1+λ)."""
     sigma = np.linalg.svd(np.asarray(w_ls, dtype=float), compute_uv=False)
-    return sigma / (1 + weight_decay) if rank is None else soft_threshold(sigma, weight_decay, rank)
+    if rank is None:
+        return sigma / (1 + weight_decay)
+    return np.where(np.arange(len(sigma)) < rank, np.maximum(sigma - weight_decay, 0.0), 0.0)
 
 
 def factor_norm(params: dict, layer: int = 0) -> torch.Tensor:
@@ -92,65 +93,42 @@ def factor_norm(params: dict, layer: int = 0) -> torch.Tensor:
 
 def nuclear_gap(params: dict, layer: int = 0) -> torch.Tensor:
     """|(‖U‖² + ‖V‖²)/2 − ‖U Vᵀ‖_*| / ‖U Vᵀ‖_*: zero exactly when the factorization is balanced. [M]"""
-    w = params[f"U{layer}"].detach() @ params[f"V{layer}"].detach()
-    nuc = nuclear_norm(w)
+    nuc = nuclear_norm(params[f"U{layer}"].detach() @ params[f"V{layer}"].detach())
     return (factor_norm(params, layer) - nuc).abs() / nuc.clamp_min(1e-30)
 
 
 def spectrum_probe(w_ls, weight_decays, ranks):
-    """Probe: singular values of W (sv_00, sv_01, …), its nuclear norm, effective and stable rank, the
-    factor norm (‖U‖²+‖V‖²)/2 when factorized, and the largest distance to the predicted spectrum."""
+    """Probe: W's singular values (sv_00, …), norms and ranks, distance to the predicted spectrum, nuclear gap."""
     targets = torch.tensor(np.stack([predicted_spectrum(w_ls, lam, r) for lam, r in zip(weight_decays, ranks)]))
-
     @torch.no_grad()
     def probe(state) -> dict:
-        w = state.model.weight(state.params, 0).detach()
-        s = singular_values(w)
-        out = {f"sv_{i:02d}": s[:, i] for i in range(s.shape[1])}
-        out["nuclear_norm"] = s.sum(-1)
-        out["effective_rank"] = effective_rank(w)
-        out["stable_rank"] = stable_rank(w)
+        s = singular_values(w := state.model.weight(state.params, 0).detach())
         k = min(s.shape[1], targets.shape[1])
-        out["svt_error"] = (s[:, :k].double().cpu() - targets[:, :k]).abs().max(-1).values.to(s)
+        out = {f"sv_{i:02d}": s[:, i] for i in range(s.shape[1])}
+        out.update(nuclear_norm=s.sum(-1), effective_rank=effective_rank(w), stable_rank=stable_rank(w),
+                   svt_error=(s[:, :k].double().cpu() - targets[:, :k]).abs().max(-1).values.to(s))
         if "U0" in state.params:
-            out["factor_norm"] = factor_norm(state.params)
-            out["nuclear_gap"] = nuclear_gap(state.params)
+            out.update(factor_norm=factor_norm(state.params), nuclear_gap=nuclear_gap(state.params))
         return out
-
     return probe
 
 
-def explore(config: RunConfig, on_eval=None, stop=None):
-    """The explorer's run: experiment 1 for one config, with the spectrum probe."""
+def train_spectrum(configs, **options):
+    """Experiment 1: the configs as one ensemble on the matrix regression, with the spectrum probe. (Run, data)"""
     data = matrix_regression()
-    probe = spectrum_probe(data.info["w_ls"], [config.weight_decay], [config.rank])
-    return train(config, data=data, probes=[probe], on_eval=on_eval, stop=stop, progress=False)
-
-
-def weight_decay_sweep(weight_decays, rank=D_IN, step_size=0.1, batch_size=None, steps=1000, seeds=(0, 1, 2),
-                       device="auto"):
-    """Experiment 1: every (λ, seed) as one ensemble. Returns (Run, data)."""
-    data = matrix_regression()
-    configs = [config(lam, rank, step_size, batch_size, steps, s, device) for lam in weight_decays for s in seeds]
     probe = spectrum_probe(data.info["w_ls"], [c.weight_decay for c in configs], [c.rank for c in configs])
-    return train(configs, data=data, probes=[probe]), data
+    return train(configs, data=data, probes=[probe], **options), data
 
 
-# ---------------------------------------------------------------------------------------------
 # experiment 2: rank slider on a two-layer ReLU network
-
-D_INDEX, K_INDEX, N_INDEX, NOISE_INDEX, WIDTH_INDEX = 20, 2, 100, 0.5, 32
-
-
 def multi_index(n: int = N_INDEX, d: int = D_INDEX, k: int = K_INDEX, noise: float = NOISE_INDEX,
                 seed: int = DATA_SEED, n_test: int = 2000) -> Dataset:
     """y = Σ_j relu(p_jᵀx) (centred) + noise, with k orthonormal directions p_j in R^d, x standard Gaussian."""
     rng = np.random.default_rng(seed)
-    p, _ = np.linalg.qr(rng.standard_normal((d, k)))
+    p = np.linalg.qr(rng.standard_normal((d, k)))[0]
     x = rng.standard_normal((n + n_test, d))
     f = np.maximum(x @ p, 0).sum(1)
-    y = f - f[:n].mean() + noise * rng.standard_normal(n + n_test)
-    x, y = x.astype(np.float32), y[:, None].astype(np.float32)
+    x, y = x.astype(np.float32), (f - f[:n].mean() + noise * rng.standard_normal(n + n_test))[:, None].astype(np.float32)
     data = from_arrays(x[:n], y[:n], x[n:], y[n:], task="regression", name="multi_index")
     data.info.update(directions=p)
     return data
@@ -165,51 +143,34 @@ def rank_config(rank: int, step_size: float = 0.1, steps: int = 800, seed: int =
 
 
 def rank_sweep(ranks, step_size=0.1, steps=800, seeds=(0, 1, 2), device="auto"):
-    """Experiment 2: one ensemble (the seeds) per rank. Returns (tidy frame per rank and seed, runs)."""
-    data = multi_index()
-    rows, runs = [], {}
+    """Experiment 2: one ensemble (the seeds) per rank. Returns (frame per rank and seed, {rank: Run})."""
+    data, frames, runs = multi_index(), [], {}
     for r in ranks:
-        run = train([rank_config(r, step_size, steps, s, device=device) for s in seeds], data=data)
-        runs[r] = run
-        weights = bounds.model_weights(run.model, run.params)
-        limits = bounds.model_rank_constraints(run.model, run.params)
-        x = run.data.x_train
-        spec, rank_b = bounds.spectral_bound(weights, x), bounds.rank_bound(weights, x, limits)
-        for m, s in enumerate(seeds):
-            row = run.summary.iloc[m]
-            rows.append({"rank": r, "seed": s, "train_loss": row["train_loss"], "test_loss": row["test_loss"],
-                         "gap": row["test_loss"] - row["train_loss"], "spectral_bound": float(spec[m]),
-                         "rank_bound": float(rank_b[m]), "diverged_at": row["diverged_at"]})
-    return pd.DataFrame(rows), runs
+        run = runs[r] = train([rank_config(r, step_size, steps, s, device=device) for s in seeds], data=data)
+        w, x, f = bounds.model_weights(run.model, run.params), run.data.x_train, run.summary.assign(rank=r)
+        frames.append(f[["rank", "seed", "train_loss", "test_loss", "diverged_at"]].assign(
+            gap=f.test_loss - f.train_loss, spectral_bound=bounds.spectral_bound(w, x).tolist(),
+            rank_bound=bounds.rank_bound(w, x, bounds.model_rank_constraints(run.model, run.params)).tolist()))
+    return pd.concat(frames, ignore_index=True), runs
 
 
 def spearman(a, b) -> float:
-    """Spearman rank correlation (average ranks for ties); nan when either side is constant or too short."""
+    """Spearman rank correlation (average ranks for ties); nan when either side is constant, too short or has NaN."""
     a, b = pd.Series(np.asarray(a, dtype=float)), pd.Series(np.asarray(b, dtype=float))
-    if len(a) < 2 or a.nunique() < 2 or b.nunique() < 2 or a.isna().any() or b.isna().any():
-        return float("nan")
-    return float(np.corrcoef(a.rank(), b.rank())[0, 1])
+    ok = len(a) > 1 and a.nunique() > 1 and b.nunique() > 1 and not (a.isna().any() or b.isna().any())
+    return float(np.corrcoef(a.rank(), b.rank())[0, 1]) if ok else float("nan")
 
 
-# ---------------------------------------------------------------------------------------------
 # experiment 3: SAM and feature rank in a teacher-student network
-
-N_SAM, D_SAM, TEACHER_UNITS, STUDENT_UNITS = 20, 3, 3, 100
-FEATURE_ENERGY = 0.9999  # principal components kept: 99.99 % of Σσ² of the (uncentred) features, as in the SAM code
-
-
 def teacher_student(n: int = N_SAM, d: int = D_SAM, m: int = TEACHER_UNITS, seed: int = DATA_SEED,
                     n_test: int = 1000) -> Dataset:
     """Inputs uniform on the unit sphere in R^d; y = aᵀ relu(Wᵀx + b) + c from a ReLU teacher with m units,
     unit-norm incoming weights and ±1 output weights (the two-layer setup of tml-epfl/sam-low-rank-features)."""
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n + n_test, d))
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    w = rng.standard_normal((d, m))
-    w /= np.linalg.norm(w, axis=0, keepdims=True)
+    x, w = rng.standard_normal((n + n_test, d)), rng.standard_normal((d, m))
+    x, w = x / np.linalg.norm(x, axis=1, keepdims=True), w / np.linalg.norm(w, axis=0, keepdims=True)
     b, a, c = rng.standard_normal(m), np.sign(rng.standard_normal(m)), rng.standard_normal()
-    y = np.maximum(x @ w + b, 0) @ a + c
-    x, y = x.astype(np.float32), y[:, None].astype(np.float32)
+    x, y = x.astype(np.float32), (np.maximum(x @ w + b, 0) @ a + c)[:, None].astype(np.float32)
     return from_arrays(x[:n], y[:n], x[n:], y[n:], task="regression", name="teacher_student")
 
 
@@ -222,11 +183,6 @@ def sam_config(sam_radius: float, step_size: float = 0.2, steps: int = 6000, see
                      sam_fraction=sam_fraction, steps=steps, eval_every=max(1, steps // 20), seed=seed, device=device)
 
 
-def feature_rank(features: torch.Tensor, energy: float = FEATURE_ENERGY) -> torch.Tensor:
-    """Principal components needed for `energy` of Σσ² of the feature matrix [M, n, width]. [M]"""
-    return numerical_rank(features, energy)
-
-
 def active_neurons(features: torch.Tensor) -> torch.Tensor:
     """Hidden units that are nonzero on at least one input. [M]"""
     return (features.detach() > 0).any(-2).sum(-1)
@@ -236,300 +192,183 @@ def active_neurons(features: torch.Tensor) -> torch.Tensor:
 def feature_probe(state) -> dict:
     """Probe: feature rank and active neurons of the hidden layer on the training inputs."""
     feats = state.features("train")[0].detach()
-    return {"feature_rank": feature_rank(feats).to(feats.dtype), "active_neurons": active_neurons(feats).to(feats.dtype)}
+    return {"feature_rank": numerical_rank(feats, FEATURE_ENERGY).to(feats.dtype),
+            "active_neurons": active_neurons(feats).to(feats.dtype)}
 
 
 def sam_sweep(sam_radii, step_size=0.2, steps=6000, seeds=(0, 1, 2), device="auto"):
-    """Experiment 3: every (ρ, seed) as one ensemble. Returns (frame per radius and seed, Run)."""
-    data = teacher_student()
-    configs = [sam_config(rho, step_size, steps, s, device=device) for rho in sam_radii for s in seeds]
-    run = train(configs, data=data, probes=[feature_probe])
-    feats = run.model.features(run.params, run.data.x_train)[0]
-    ranks, active = feature_rank(feats), active_neurons(feats)
-    rows = []
-    for m, c in enumerate(configs):
-        row = run.summary.iloc[m]
-        # the SAM code reports mean (f − y)²; reglab's loss is half of it
-        rows.append({"sam_radius": c.sam_radius, "seed": c.seed, "train_mse": 2 * row["train_loss"],
-                     "test_mse": 2 * row["test_loss"], "feature_rank": int(ranks[m]), "active_neurons": int(active[m]),
-                     "diverged_at": row["diverged_at"]})
-    return pd.DataFrame(rows), run
+    """Experiment 3: every (ρ, seed) as one ensemble. (frame per ρ and seed, Run); MSE as the SAM code's (f − y)²."""
+    run = train([sam_config(rho, step_size, steps, s, device=device) for rho in sam_radii for s in seeds],
+                data=teacher_student(), probes=[feature_probe])
+    feats, s = run.model.features(run.params, run.data.x_train)[0], run.summary
+    return pd.DataFrame({"sam_radius": s.sam_radius, "seed": s.seed, "train_mse": 2 * s.train_loss,
+                         "test_mse": 2 * s.test_loss, "feature_rank": numerical_rank(feats, FEATURE_ENERGY).tolist(),
+                         "active_neurons": active_neurons(feats).tolist(), "diverged_at": s.diverged_at}), run
 
 
-# ---------------------------------------------------------------------------------------------
 # the notebook's one call
+@THEME.run
+def run(p, result) -> None:
+    """Train the three experiments (each seed a member of the same ensemble) and check the claims."""
+    seeds = list(range(p.seed, p.seed + p.seeds))
+    lams, ranks, radii = sorted(map(float, p.weight_decays)), sorted(map(int, p.ranks)), sorted(map(float, p.sam_radii))
+    cfg = config(p.weight_decay, p.rank, p.step_size, p.batch_size, p.steps, p.seed, p.device)
+    for c in (cfg, rank_config(ranks[0], p.rank_step_size, p.rank_steps, p.seed, device=p.device),
+              sam_config(radii[0], p.sam_step_size, p.sam_steps, p.seed, device=p.device)):
+        validate(c, n_train=c.n_train)  # a bad combination (e.g. B > n) fails before anything trains
+    metrics, claims, frames = result.metrics, result.claims, result.frames
+    each = lambda frame, fn: [fn(frame[frame.seed == s]) for s in seeds]  # one value per seed
+    steps = lambda rows, by, col: np.diff(rows.sort_values(by)[col].to_numpy(float)) if len(rows) > 1 else [np.nan]
+    means = lambda frame, by, names, q: {key(n, **{q: v}): float(g[n].mean()) for v, g in frame.groupby(by) for n in names}
+    diverged_in = lambda runs, label: {label(c): r.diverged_step(m) for r in runs for m, c in enumerate(r.configs)}
+
+    # 1 · weight decay on W = U Vᵀ
+    with result.timed("weight decay sweep"):
+        sweep, data = train_spectrum([config(lam, p.rank, p.step_size, p.batch_size, p.steps, s, p.device)
+                                      for lam in lams for s in seeds])
+    result.runs["weight_decay"], final = sweep, sweep.summary  # final: last recorded metrics, NaN where diverged
+    history = frames["history"] = charts.tidy(sweep).merge(final[["run", "weight_decay", "seed"]], on="run")
+    frames["spectrum"] = pd.DataFrame([{"weight_decay": c.weight_decay, "seed": c.seed, "index": i + 1,
+                                        "sigma": final[f"sv_{i:02d}"][m], "predicted": v} for m, c in enumerate(sweep.configs)
+                                       for i, v in enumerate(predicted_spectrum(data.info["w_ls"], c.weight_decay, c.rank))])
+    f1 = frames["ranks_vs_decay"] = final[[c for c in final if not c.startswith("sv_") and c != "config"]]
+    metrics.update(means(f1, "weight_decay", ("effective_rank", "stable_rank"), "wd"))
+    diverged = diverged_in([sweep], lambda c: f"λ = {c.weight_decay:g}, seed {c.seed}")
+    rises = each(f1, lambda r: float(np.max(steps(r, "weight_decay", "effective_rank"))))
+    metrics.update(per_seed("effective_rank_largest_rise", rises, seeds))
+    claims.append(verdict("effective_rank_falls", "Effective rank of W = U Vᵀ falls monotonically as weight decay λ grows",
+                          rises, RANK_FALLS, note="largest rise between consecutive λ, per seed", diverged=diverged))
+    if p.rank is not None and any(lam > 0 for lam in lams):
+        decayed, scale = f1[f1.weight_decay > 0], float(np.linalg.svd(data.info["w_ls"], compute_uv=False)[0])
+        gaps = each(decayed, lambda r: float(r.nuclear_gap.max()))
+        errors = each(decayed, lambda r: float(r.svt_error.max()) / scale)
+        metrics.update({**per_seed("nuclear_gap_max", gaps, seeds), **per_seed("soft_threshold_error", errors, seeds)})
+        claims.append(verdict("nuclear_norm_penalty", "Weight decay on U, V is a nuclear-norm penalty: (‖U‖²+‖V‖²)/2 = "
+                              "‖W‖_* at the end (λ > 0)", gaps, NUCLEAR_GAP, diverged=diverged,
+                              note="largest relative difference over λ > 0, per seed"))
+        claims.append(verdict("soft_thresholding", "Singular values are soft-thresholded: σᵢ(W) = (σᵢ(Ŵ) − λ)₊", errors,
+                              SOFT_THRESHOLD, note="largest |σᵢ(W) − (σᵢ(Ŵ) − λ)₊| / σ₁(Ŵ) over λ > 0, per seed",
+                              diverged=diverged))
+    start = [m for m, c in enumerate(sweep.configs) if c.weight_decay == p.weight_decay and c.seed == p.seed]
+    explore = lambda c, on_eval=None, stop=None: train_spectrum([c], on_eval=on_eval, stop=stop, progress=False)[0]
+    result.exploration = Exploration(  # starts from that member's curves when the sweep has it: no second run
+        cfg, chart, run=explore, initial=history[history.run == start[0]].assign(run=0) if start else None,
+        controls={n: THEME.params[n] for n in ("weight_decay", "rank", "steps", "seed")})  # + the common η and B
+
+    # 2 · rank slider
+    with result.timed("rank sweep"):
+        f2, rank_runs = rank_sweep(ranks, p.rank_step_size, p.rank_steps, seeds, p.device)
+    result.runs["rank"], frames["rank_sweep"], r0 = rank_runs, f2, ranks[0]
+    metrics.update(means(f2, "rank", ("train_loss", "test_loss", "gap", "spectral_bound", "rank_bound"), "r"))
+    diverged = diverged_in(rank_runs.values(), lambda c: f"r = {c.rank}, seed {c.seed}")
+    rises = each(f2, lambda r: float(np.min(steps(r, "rank", "rank_bound"))))
+    claims.append(verdict("rank_bound_increases", "The rank-aware bound increases with the rank r", rises, RANK_BOUND_RISES,
+                          note="smallest step between consecutive r, per seed", diverged=diverged))
+    ratios = each(f2[f2["rank"] == r0], lambda r: float(r.rank_bound.iloc[0] / r.spectral_bound.iloc[0]))
+    metrics.update({key("rank_over_spectral_bound", r=r0, seed=s): v for s, v in zip(seeds, ratios)})
+    crossing = max([r for r, g in f2.groupby("rank") if (g.rank_bound < g.spectral_bound).all()], default=None)
+    claims.append(verdict("rank_bound_below_spectral", "The rank-aware bound is below the product-of-spectral-norms bound "
+                          f"for small r (r = {r0})", ratios, BELOW_SPECTRAL, diverged=diverged, note="B_rank / B_spec per seed"
+                          + (f"; below for every seed up to r = {crossing}" if crossing else "")))
+    rhos, rhos_spec = (each(f2, lambda r: spearman(r[b], r.gap)) for b in ("rank_bound", "spectral_bound"))
+    metrics.update(per_seed("spearman_rank_bound_gap", rhos, seeds))
+    metrics.update(per_seed("spearman_spectral_bound_gap", rhos_spec, seeds))
+    claims.append(verdict("rank_bound_tracks_gap", "The rank-aware bound's Spearman correlation with the measured gap over "
+                          "the r sweep is positive", rhos, TRACKS_GAP, diverged=diverged,
+                          note=f"per seed; product-of-spectral-norms bound: {fmt_number(rhos_spec)}"))
+
+    # 3 · SAM and feature rank
+    with result.timed("SAM sweep"):
+        f3, sam_run = sam_sweep(radii, p.sam_step_size, p.sam_steps, seeds, p.device)
+    result.runs["sam"], frames["sam"] = sam_run, f3
+    frames["sam_history"] = charts.tidy(sam_run).merge(sam_run.summary[["run", "sam_radius", "seed"]], on="run")
+    metrics.update(means(f3, "sam_radius", ("feature_rank", "active_neurons", "train_mse"), "rho"))
+    diverged = diverged_in([sam_run], lambda c: f"ρ = {c.sam_radius:g}, seed {c.seed}")
+    rho0, rho1 = radii[0], 0.4 if 0.4 in radii else radii[-1]
+    losses = each(f3[f3.sam_radius.isin([rho0, rho1])], lambda r: float(r.train_mse.max()))
+    claims.append(verdict("sam_fits", f"SAM runs fit the training set: train MSE < 1e-3 at ρ = {rho0:g} and ρ = {rho1:g}",
+                          losses, SAM_FITS, note="the larger mean (f − y)² of the two, per seed", diverged=diverged))
+    ratios = each(f3.set_index("sam_radius"), lambda r: float(r.feature_rank[rho1] / r.feature_rank[rho0]))
+    metrics.update(per_seed("feature_rank_ratio", ratios, seeds))
+    claims.append(verdict("sam_lowers_feature_rank", f"SAM lowers feature rank: rank at ρ = {rho1:g} ≤ 0.7 × rank at "
+                          f"ρ = {rho0:g}", ratios, LOWER_FEATURE_RANK, note="ratio per seed", diverged=diverged))
 
 
-def _per_seed(frame, seeds, fn):
-    return [fn(frame[frame.seed == s]) for s in seeds]
+# charts: compositions of reglab.charts over the frames above (three 220-px charts to a row)
+SMALL = dict(width=220, height=180)
+first_seed = lambda frame: frame[frame.seed == frame.seed.min()]
 
 
-def run(weight_decay: float = 0.3, weight_decays=(0.0, 0.1, 0.3, 1.0, 2.0), rank: int | None = D_IN,
-        step_size: float = 0.1, batch_size: int | None = None, steps: int = 1000, ranks=(1, 2, 4, 8, 16),
-        rank_steps: int = 800, rank_step_size: float = 0.1, sam_radii=(0.0, 0.2, 0.4, 0.6), sam_steps: int = 6000,
-        sam_step_size: float = 0.2, seeds: int = 3, seed: int = 0, device: str = "auto") -> Result:
-    """Train all three experiments (each seed a member of the same ensemble) and check the claims."""
-    non_negative = Interval(float, 0, math.inf, closed="left")
-    weight_decays = sorted(float(v) for v in check_each("weight_decays", weight_decays, non_negative, "low_rank.run"))
-    ranks = sorted(int(v) for v in check_each("ranks", ranks, Interval(int, 1, WIDTH_INDEX), "low_rank.run", at_least=2))
-    sam_radii = sorted(float(v) for v in check_each("sam_radii", sam_radii, non_negative, "low_rank.run"))
-    check("seeds", seeds, Interval(int, 1, 10), owner="low_rank.run")
-    seed_list = list(range(seed, seed + seeds))
-    # every RunConfig is validated here, before anything trains, so a bad value fails fast
-    for c, prefix in ((config(weight_decay, rank, step_size, batch_size, steps, seed, device), ""),
-                      (rank_config(ranks[0], rank_step_size, rank_steps, seed, device=device), "rank_"),
-                      (sam_config(sam_radii[0], sam_step_size, sam_steps, seed, device=device), "sam_")):
-        try:
-            validate(c, n_train=c.n_train)
-        except ConfigError as err:  # name the notebook parameter, not the RunConfig field it sets
-            text = str(err)
-            for name in ("steps", "step_size"):
-                text = text.replace(f"The '{name}' parameter of RunConfig", f"The '{prefix}{name}' parameter of low_rank.run")
-            raise ConfigError(text) from None
-
-    metrics, claims, frames, runs = {}, [], {}, {}
-
-    # 1 · weight decay on W = U Vᵀ ------------------------------------------------------------
-    sweep, data = weight_decay_sweep(weight_decays, rank, step_size, batch_size, steps, seed_list, device)
-    runs["weight_decay"] = sweep
-    frames["history"] = sweep.history.merge(sweep.summary[["run", "weight_decay", "seed"]], on="run")
-    # the last recorded row of each metric (NaN for a diverged member: groupby.last() would skip it)
-    final = sweep.history.sort_values("step").groupby(["run", "metric"]).tail(1).pivot(index="run", columns="metric", values="value")
-    final = final.join(sweep.summary.set_index("run")[["weight_decay", "seed", "diverged_at"]])
-    w_ls = data.info["w_ls"]
-    spec_rows = []
-    for m, c in enumerate(sweep.configs):
-        pred = predicted_spectrum(w_ls, c.weight_decay, c.rank)
-        for i in range(min(D_IN, D_OUT)):
-            spec_rows.append({"weight_decay": c.weight_decay, "seed": c.seed, "index": i + 1,
-                              "sigma": final.loc[m, f"sv_{i:02d}"], "predicted": pred[i]})
-    frames["spectrum"] = pd.DataFrame(spec_rows)
-    frames["ranks_vs_decay"] = final.reset_index()[["weight_decay", "seed", "effective_rank", "stable_rank", "nuclear_norm",
-                                                    *(["factor_norm", "nuclear_gap"] if rank is not None else []), "svt_error",
-                                                    "train_loss", "test_loss", "diverged_at"]]
-    f1 = frames["ranks_vs_decay"]
-    diverged1 = f1.dropna(subset=["diverged_at"])
-    for lam in weight_decays:
-        rows = f1[f1.weight_decay == lam]
-        metrics[f"effective_rank@wd={lam:g}"] = float(rows.effective_rank.mean())
-        metrics[f"stable_rank@wd={lam:g}"] = float(rows.stable_rank.mean())
-
-    def monotone(rows):
-        e = rows.sort_values("weight_decay").effective_rank.to_numpy()
-        return float(np.max(np.diff(e))) if len(e) > 1 and np.isfinite(e).all() else float("nan")
-
-    steps_up = _per_seed(f1, seed_list, monotone)
-    for s, v in zip(seed_list, steps_up):
-        metrics[f"effective_rank_largest_rise/seed={s}"] = v
-    ok = [math.isfinite(v) and v < 0 for v in steps_up]
-    claims.append(Claim("Effective rank of W = U Vᵀ falls monotonically as weight decay λ grows",
-                        max(steps_up) if all(map(math.isfinite, steps_up)) else None,
-                        "largest rise between consecutive λ < 0, every seed", all(ok) and len(weight_decays) > 1,
-                        note=f"held for {sum(ok)}/{len(ok)} seeds; largest rise per seed: {fmt_number(steps_up)}"
-                             + "".join(f"; λ = {r.weight_decay:g}, seed {r.seed} diverged at step {int(r.diverged_at)}"
-                                       for r in diverged1.itertuples())))
-    positive = [lam for lam in weight_decays if lam > 0]
-    if rank is not None and positive:
-        gaps = _per_seed(f1[f1.weight_decay > 0], seed_list, lambda r: float(r.nuclear_gap.max()))
-        for s, v in zip(seed_list, gaps):
-            metrics[f"nuclear_gap_max/seed={s}"] = v
-        ok = [math.isfinite(v) and v <= 0.05 for v in gaps]
-        claims.append(Claim("Weight decay on U, V is a nuclear-norm penalty: (‖U‖²+‖V‖²)/2 = ‖W‖_* at the end (λ > 0)",
-                            max(gaps) if all(map(math.isfinite, gaps)) else None, "relative difference ≤ 0.05, every λ > 0 and seed",
-                            all(ok), note=f"held for {sum(ok)}/{len(ok)} seeds; worst per seed: {fmt_number(gaps)}"))
-        scale = float(np.linalg.svd(w_ls, compute_uv=False)[0])
-        errs = _per_seed(f1[f1.weight_decay > 0], seed_list, lambda r: float(r.svt_error.max()) / scale)
-        for s, v in zip(seed_list, errs):
-            metrics[f"soft_threshold_error/seed={s}"] = v
-        ok = [math.isfinite(v) and v <= 0.01 for v in errs]
-        claims.append(Claim("Singular values are soft-thresholded: σᵢ(W) = (σᵢ(Ŵ) − λ)₊",
-                            max(errs) if all(map(math.isfinite, errs)) else None,
-                            "max |σᵢ(W) − (σᵢ(Ŵ) − λ)₊| / σ₁(Ŵ) ≤ 0.01, every λ > 0 and seed", all(ok),
-                            note=f"held for {sum(ok)}/{len(ok)} seeds; worst per seed: {fmt_number(errs)}"))
-    if weight_decay in weight_decays:  # the explorer starts from this member's curves, no second run
-        m = next(i for i, c in enumerate(sweep.configs) if c.weight_decay == weight_decay and c.seed == seed)
-        initial = sweep.history[sweep.history.run == m].assign(run=0)
-        d = sweep.diverged_step(m)
-        initial.attrs["diverged_at"] = {} if d is None else {0: d}
-        frames["explorer_initial"] = initial.reset_index(drop=True)
-
-    # 2 · rank slider ---------------------------------------------------------------------------
-    f2, rank_runs = rank_sweep(ranks, rank_step_size, rank_steps, seed_list, device)
-    runs["rank"] = rank_runs
-    frames["rank_sweep"] = f2
-    for r in ranks:
-        rows = f2[f2["rank"] == r]
-        for key in ("train_loss", "test_loss", "gap", "spectral_bound", "rank_bound"):
-            metrics[f"{key}@r={r}"] = float(rows[key].mean())
-    rises = _per_seed(f2, seed_list, lambda r: float(np.min(np.diff(r.sort_values("rank").rank_bound.to_numpy()))))
-    ok = [math.isfinite(v) and v > 0 for v in rises]
-    claims.append(Claim("The rank-aware bound increases with the rank r",
-                        min(rises) if all(map(math.isfinite, rises)) else None, "smallest step between consecutive r > 0, every seed",
-                        all(ok), note=f"held for {sum(ok)}/{len(ok)} seeds; smallest step per seed: {fmt_number(rises)}"))
-    r0 = ranks[0]
-    ratios = _per_seed(f2[f2["rank"] == r0], seed_list, lambda r: float(r.rank_bound.iloc[0] / r.spectral_bound.iloc[0]))
-    for s, v in zip(seed_list, ratios):
-        metrics[f"rank_over_spectral_bound@r={r0}/seed={s}"] = v
-    below = {r: float((f2[f2["rank"] == r].rank_bound < f2[f2["rank"] == r].spectral_bound).mean()) for r in ranks}
-    crossing = max([r for r in ranks if below[r] == 1.0], default=None)
-    ok = [math.isfinite(v) and v < 1 for v in ratios]
-    claims.append(Claim(f"The rank-aware bound is below the product-of-spectral-norms bound for small r (r = {r0})",
-                        max(ratios) if all(map(math.isfinite, ratios)) else None, "B_rank / B_spec < 1, every seed", all(ok),
-                        note=f"held for {sum(ok)}/{len(ok)} seeds; ratio per seed: {fmt_number(ratios)}; "
-                             f"below for every seed up to r = {crossing}" if crossing else
-                             f"held for {sum(ok)}/{len(ok)} seeds; ratio per seed: {fmt_number(ratios)}"))
-    rhos = _per_seed(f2, seed_list, lambda r: spearman(r.rank_bound, r.gap))
-    rho_spec = _per_seed(f2, seed_list, lambda r: spearman(r.spectral_bound, r.gap))
-    for s, v, w in zip(seed_list, rhos, rho_spec):
-        metrics[f"spearman_rank_bound_gap/seed={s}"] = v
-        metrics[f"spearman_spectral_bound_gap/seed={s}"] = w
-    ok = [math.isfinite(v) and v > 0 for v in rhos]
-    claims.append(Claim("The rank-aware bound's Spearman correlation with the measured gap over the r sweep is positive",
-                        min(rhos) if all(map(math.isfinite, rhos)) else None, "> 0, every seed", all(ok),
-                        note=f"held for {sum(ok)}/{len(ok)} seeds; per seed: {fmt_number(rhos)} "
-                             f"(product-of-spectral-norms bound: {fmt_number(rho_spec)})"))
-
-    # 3 · SAM and feature rank ------------------------------------------------------------------
-    f3, sam_run = sam_sweep(sam_radii, sam_step_size, sam_steps, seed_list, device)
-    runs["sam"] = sam_run
-    frames["sam"] = f3
-    frames["sam_history"] = sam_run.history.merge(sam_run.summary[["run", "sam_radius", "seed"]], on="run")
-    for rho in sam_radii:
-        rows = f3[f3.sam_radius == rho]
-        for key in ("feature_rank", "active_neurons", "train_mse"):
-            metrics[f"{key}@rho={rho:g}"] = float(rows[key].mean())
-    rho0 = sam_radii[0]
-    rho1 = 0.4 if 0.4 in sam_radii else sam_radii[-1]
-    losses = _per_seed(f3[f3.sam_radius.isin([rho0, rho1])], seed_list, lambda r: float(r.train_mse.max()))
-    ok = [math.isfinite(v) and v < 1e-3 for v in losses]
-    claims.append(Claim(f"SAM runs fit the training set: train MSE < 1e-3 at ρ = {rho0:g} and ρ = {rho1:g}",
-                        max(losses) if all(map(math.isfinite, losses)) else None, "mean (f − y)² < 1e-3, every seed", all(ok),
-                        note=f"held for {sum(ok)}/{len(ok)} seeds; worst per seed: {fmt_number(losses)}"))
-    fr = _per_seed(f3, seed_list, lambda r: float(r[r.sam_radius == rho1].feature_rank.iloc[0] / r[r.sam_radius == rho0].feature_rank.iloc[0]))
-    for s, v in zip(seed_list, fr):
-        metrics[f"feature_rank_ratio/seed={s}"] = v
-    ok = [math.isfinite(v) and v <= 0.7 for v in fr]
-    claims.append(Claim(f"SAM lowers feature rank: rank at ρ = {rho1:g} ≤ 0.7 × rank at ρ = {rho0:g}",
-                        max(fr) if all(map(math.isfinite, fr)) else None, "ratio ≤ 0.7, every seed", all(ok) and rho1 != rho0,
-                        note=f"held for {sum(ok)}/{len(ok)} seeds; ratio per seed: {fmt_number(fr)}"))
-    return Result(metrics, claims, frames, runs)
+def spectrum_chart(spectrum: pd.DataFrame, history: pd.DataFrame):
+    """Final σᵢ(W) per λ (dots: seeds, line: median), (σᵢ(Ŵ) − λ)₊ (crosses); σᵢ(W) in training per λ (first seed)."""
+    i = dict(x="index", color="weight_decay", x_title="singular value index i", y_title="σᵢ(W)")
+    final = charts.layer(charts.against(spectrum, y="sigma", tooltip=["seed"], **i), points(first_seed(spectrum), y="predicted", **i))
+    during = charts.grid(*(charts.curves(r, color="metric", title=f"λ = {lam:g}", y_title="σᵢ(W)", **SMALL) for lam, r
+                           in first_seed(history[history.metric.str.startswith("sv_")]).groupby("weight_decay")), columns=3)
+    return alt.vconcat(final.properties(title="final spectrum (lines) vs (σᵢ(Ŵ) − λ)₊ (crosses)"), during).resolve_scale(
+        color="independent")
 
 
-# ---------------------------------------------------------------------------------------------
-# charts (Altair specs over the tidy frames above)
-
-W, H = 260, 180
-
-
-def _clean(frame: pd.DataFrame) -> pd.DataFrame:
-    out = frame.replace([np.inf, -np.inf], np.nan)
-    return out.astype(object).where(out.notna(), None)
+def nuclear_chart(frame: pd.DataFrame, color: str | None = None):
+    """|(‖U‖²+‖V‖²)/2 − ‖W‖_*| / ‖W‖_* in training (log scale), the claim's tolerance dashed."""
+    if not (frame.metric == "nuclear_gap").any():
+        return charts.empty("W is not factorized: no (‖U‖²+‖V‖²)/2 to compare with ‖W‖_*")
+    return charts.layer(charts.curves(frame, "nuclear_gap", color=color, log_y=True, y_title="relative gap",
+                                      title="|(‖U‖²+‖V‖²)/2 − ‖W‖_*| / ‖W‖_*"),
+                        charts.reference_rule(NUCLEAR_TOLERANCE, f"{NUCLEAR_TOLERANCE:.0%}"))
 
 
-def spectrum_chart(spectrum: pd.DataFrame) -> alt.Chart:
-    """Final singular values of W for each λ (seed of the first run), with the soft-thresholding prediction."""
-    first = spectrum[spectrum.seed == spectrum.seed.min()]
-    base = alt.Chart(_clean(first)).encode(x=alt.X("index:O", title="singular value index i"),
-                                           color=alt.Color("weight_decay:N", title="λ"))
-    measured = base.mark_line(point=True).encode(y=alt.Y("sigma:Q", title="σᵢ(W)"),
-                                                 tooltip=["weight_decay:N", "index:O", alt.Tooltip("sigma:Q", format=".4f"),
-                                                          alt.Tooltip("predicted:Q", format=".4f")])
-    predicted = base.mark_point(shape="cross", size=70, filled=True, opacity=0.6).encode(y="predicted:Q")
-    return (measured + predicted).properties(width=W + 60, height=H,
-                                             title="final spectrum (lines) vs (σᵢ(Ŵ) − λ)₊ (crosses)")
+def ranks_chart(frame: pd.DataFrame, history: pd.DataFrame):
+    """Effective and stable rank of the final W vs λ (dots: seeds, line: median); the nuclear gap per λ (first seed)."""
+    long = frame.melt(id_vars=["weight_decay", "seed"], value_vars=["effective_rank", "stable_rank"], var_name="measure")
+    ranks = charts.against(long, "weight_decay", color="measure", tooltip=["seed"], x_title="weight decay λ",
+                           y_title="rank of W", title="rank of W vs λ")
+    return charts.row(ranks, nuclear_chart(first_seed(history), "weight_decay")).resolve_scale(color="independent")
 
 
-def spectrum_history_chart(history: pd.DataFrame) -> alt.Chart:
-    """Singular values of W over training, one small panel per λ (first seed)."""
-    rows = history[history.metric.str.startswith("sv_") & (history.seed == history.seed.min())].copy()
-    rows["index"] = rows.metric.str[3:].astype(int) + 1
-    return alt.Chart(_clean(rows[["step", "value", "index", "weight_decay"]])).mark_line().encode(
-        x=alt.X("step:Q"), y=alt.Y("value:Q", title="σᵢ(W)"), detail="index:N",
-        color=alt.Color("index:Q", title="i", scale=alt.Scale(scheme="viridis"))).properties(width=140, height=140).facet(
-        column=alt.Column("weight_decay:N", title="weight decay λ")).properties(title="singular values during training")
-
-
-def ranks_vs_decay_chart(frame: pd.DataFrame) -> alt.Chart:
-    """Effective (entropy) and stable rank of the final W against λ; every seed a point, the mean a line."""
-    long = frame.melt(id_vars=["weight_decay", "seed"], value_vars=["effective_rank", "stable_rank"], var_name="measure",
-                      value_name="rank")
-    base = alt.Chart(_clean(long)).encode(x=alt.X("weight_decay:O", title="weight decay λ", axis=alt.Axis(labelAngle=0)),
-                                          color=alt.Color("measure:N", title=None))
-    return (base.mark_line().encode(y=alt.Y("mean(rank):Q", title="rank of W")) + base.mark_point().encode(
-        y="rank:Q", tooltip=["weight_decay:O", "seed:N", "measure:N", alt.Tooltip("rank:Q", format=".3f")])).properties(
-        width=W, height=H, title="rank of W vs λ")
-
-
-def nuclear_chart(history: pd.DataFrame) -> alt.Chart:
-    """|(‖U‖²+‖V‖²)/2 − ‖W‖_*| / ‖W‖_* during training for each λ (first seed), log scale, 5 % line."""
-    rows = history[(history.metric == "nuclear_gap") & (history.seed == history.seed.min())]
-    rows = rows[rows.value > 0]
-    lines = alt.Chart(_clean(rows[["step", "value", "weight_decay"]])).mark_line().encode(
-        x="step:Q", y=alt.Y("value:Q", title="relative gap", scale=alt.Scale(type="log")),
-        color=alt.Color("weight_decay:N", title="λ"))
-    rule = alt.Chart(pd.DataFrame({"y": [0.05]})).mark_rule(strokeDash=[5, 4], color="gray").encode(y="y:Q")
-    return (lines + rule).properties(width=W, height=H, title="(‖U‖²+‖V‖²)/2 vs ‖W‖_* (dashed: 5 %)")
-
-
-def rank_sweep_chart(frame: pd.DataFrame) -> alt.HConcatChart:
-    """Experiment 2: losses and gap vs r; both bounds vs r; bound against measured gap."""
+def rank_sweep_chart(frame: pd.DataFrame):
+    """Experiment 2: losses and gap vs r; both bounds vs r; each bound against the measured gap."""
     losses = frame.melt(id_vars=["rank", "seed"], value_vars=["train_loss", "test_loss", "gap"], var_name="quantity")
-    x = alt.X("rank:Q", title="rank r", scale=alt.Scale(type="log", base=2))
-    left = alt.Chart(_clean(losses)).encode(x=x, color=alt.Color("quantity:N", title=None))
-    left = (left.mark_line().encode(y=alt.Y("mean(value):Q", title="loss (½ squared error)")) +
-            left.mark_point(opacity=0.5).encode(y="value:Q")).properties(width=W - 40, height=H, title="train / test / gap vs r")
     bnd = frame.melt(id_vars=["rank", "seed", "gap"], value_vars=["spectral_bound", "rank_bound"], var_name="bound")
     bnd["bound"] = bnd["bound"].map({"spectral_bound": "product of spectral norms", "rank_bound": "rank-aware"})
-    mid = alt.Chart(_clean(bnd)).encode(x=x, color=alt.Color("bound:N", title=None))
-    mid = (mid.mark_line().encode(y=alt.Y("mean(value):Q", title="bound (no constants)", scale=alt.Scale(type="log"))) +
-           mid.mark_point(opacity=0.5).encode(y="value:Q")).properties(width=W - 40, height=H, title="bounds vs r")
-    right = alt.Chart(_clean(bnd)).mark_point(filled=True).encode(
-        x=alt.X("gap:Q", title="measured gap (test − train)"), y=alt.Y("value:Q", title="bound", scale=alt.Scale(type="log")),
-        color=alt.Color("bound:N", title=None), size=alt.Size("rank:Q", title="r", scale=alt.Scale(type="log", base=2, range=[30, 300])),
-        tooltip=["rank:Q", "seed:N", "bound:N", alt.Tooltip("value:Q", format=".3g"), alt.Tooltip("gap:Q", format=".3f")]
-    ).properties(width=W - 40, height=H, title="bound vs measured gap")
-    return alt.hconcat(left, mid, right).resolve_scale(color="independent")
+    common = dict(tooltip=["seed"], **SMALL)
+    return charts.row(
+        charts.against(losses, "rank", color="quantity", log_x=True, x_title="rank r", y_title="loss (½ squared error)",
+                       title="train / test / gap vs r", **common),
+        charts.against(bnd, "rank", color="bound", log_x=True, log_y=True, x_title="rank r", y_title="bound (no constants)",
+                       title="bounds vs r", **common),
+        points(bnd, "gap", color="bound", size="rank", log_y=True, shape="circle", x_title="measured gap (test − train)",
+               y_title="bound", title="bound vs measured gap", **common)).configure_legend(orient="bottom")
 
 
-def sam_chart(frame: pd.DataFrame, history: pd.DataFrame | None = None):
-    """Experiment 3: feature rank and active neurons vs ρ (points: seeds; line: mean); feature rank in training."""
+def sam_chart(frame: pd.DataFrame, history: pd.DataFrame):
+    """Experiment 3: feature rank and active neurons vs ρ (dots: seeds, line: median); feature rank in training."""
     long = frame.melt(id_vars=["sam_radius", "seed"], value_vars=["feature_rank", "active_neurons"], var_name="measure")
-    base = alt.Chart(_clean(long)).encode(x=alt.X("sam_radius:Q", title="SAM radius ρ"))
-    panels = []
-    for measure, title in (("feature_rank", "feature rank (99.99 % of Σσ²)"), ("active_neurons", "active neurons (of 100)")):
-        b = base.transform_filter(alt.datum.measure == measure)
-        panels.append((b.mark_line().encode(y=alt.Y("mean(value):Q", title=title)) +
-                       b.mark_point().encode(y="value:Q", tooltip=["sam_radius:Q", "seed:N", "value:Q"])).properties(
-            width=W - 60, height=H, title=title))
-    if history is not None:
-        rows = history[(history.metric == "feature_rank") & (history.seed == history.seed.min())]
-        panels.append(alt.Chart(_clean(rows[["step", "value", "sam_radius"]])).mark_line().encode(
-            x="step:Q", y=alt.Y("value:Q", title="feature rank"), color=alt.Color("sam_radius:N", title="ρ")).properties(
-            width=W - 40, height=H, title="feature rank during training (first seed)"))
-    return alt.hconcat(*panels)
+    titles = {"feature_rank": f"feature rank ({FEATURE_ENERGY:.2%} of Σσ²)", "active_neurons": f"active neurons (of {STUDENT_UNITS})"}
+    return charts.row(*(charts.against(long[long.measure == m], "sam_radius", tooltip=["seed"], x_title="SAM radius ρ",
+                                       y_title=t, title=t, **SMALL) for m, t in titles.items()),
+                      charts.curves(first_seed(history), "feature_rank", color="sam_radius", y_title="feature rank",
+                                    title="feature rank during training (first seed)", **SMALL))
 
 
 def chart(frame: pd.DataFrame, config: RunConfig | None = None):
-    """The explorer's chart for one run of experiment 1: the singular values of W over training, and the
-    relative gap between (‖U‖²+‖V‖²)/2 and ‖W‖_* (log scale, dashed 5 % line)."""
-    rows = frame[frame.metric.str.startswith("sv_")].copy()
-    rows["index"] = rows.metric.str[3:].astype(int) + 1
-    keep = [c for c in ("step", "value", "index", "label", "current", "run") if c in rows.columns]
-    enc = dict(x=alt.X("step:Q"), y=alt.Y("value:Q", title="σᵢ(W)"),
-               detail=[alt.Detail("index:N")] + ([alt.Detail("label:N")] if "label" in rows.columns else []),
-               color=alt.Color("index:Q", title="i", scale=alt.Scale(scheme="viridis")))
-    if "current" in rows.columns and not rows["current"].all():
-        enc["opacity"] = alt.condition("datum.current", alt.value(1.0), alt.value(0.25))
-    left = alt.Chart(_clean(rows[keep])).mark_line().encode(**enc)
-    marks = charts.diverged_marks(frame, "sv_00")  # a diverged run: "diverged at step k" at its last finite point
-    left = (left if marks is None else alt.layer(left, marks)).properties(width=W, height=H, title="singular values of W")
-    gap = frame[(frame.metric == "nuclear_gap") & (frame.value > 0)]
-    if gap.empty:
-        return left
-    keep = [c for c in ("step", "value", "label", "current") if c in gap.columns]
-    genc = dict(x="step:Q", y=alt.Y("value:Q", title="relative gap", scale=alt.Scale(type="log")))
-    if "label" in gap.columns:
-        genc["color"] = alt.Color("label:N", title=None)
-    right = alt.Chart(_clean(gap[keep])).mark_line().encode(**genc)
-    rule = alt.Chart(pd.DataFrame({"y": [0.05]})).mark_rule(strokeDash=[5, 4], color="gray").encode(y="y:Q")
-    return alt.hconcat(left, (right + rule).properties(width=W, height=H, title="|(‖U‖²+‖V‖²)/2 − ‖W‖_*| / ‖W‖_*"))
+    """The explorer's chart for experiment 1: W's singular values in training and, when factorized, the nuclear gap."""
+    sv = charts.curves(frame, sorted(m for m in frame.metric.unique() if m.startswith("sv_")), color="metric",
+                       y_title="σᵢ(W)", title="singular values of W")
+    return charts.row(sv, nuclear_chart(frame)) if (frame.metric == "nuclear_gap").any() else sv
+
+
+# candidates for reglab.charts
+def points(frame: pd.DataFrame, x: str, y: str = "value", *, color=None, size=None, shape="cross", log_y=False,
+           title=None, x_title=None, y_title=None, tooltip=(), width=charts.WIDTH, height=charts.HEIGHT) -> alt.Chart:
+    """One mark per row, no line (a prediction over measured lines, a bound against a measured gap), coloured by
+    `color`, sized by `size` (log scale). Non-finite values (with `log_y`, non-positive ones) are left out."""
+    rows = frame[np.isfinite(pd.to_numeric(frame[y], errors="coerce").to_numpy(dtype=float))]
+    rows = rows[rows[y] > 0] if log_y else rows
+    enc = dict(x=alt.X(f"{x}:Q", title=x_title or x, scale=alt.Scale(zero=False)),
+               y=alt.Y(f"{y}:Q", title=y_title or y, scale=alt.Scale(type="log") if log_y else alt.Scale(zero=False)),
+               tooltip=[*(f"{f}:N" for f in tooltip), alt.Tooltip(f"{x}:Q", format=".4g"), alt.Tooltip(f"{y}:Q", format=".4g")],
+               **({"color": alt.Color(f"{color}:N", title=color)} if color else {}),
+               **({"size": alt.Size(f"{size}:Q", title=size, scale=alt.Scale(type="log", range=[30, 300]))} if size else {}))
+    return alt.Chart(charts.inline(rows)).mark_point(shape=shape, size=70, filled=True, opacity=0.7).encode(
+        **enc).properties(width=width, height=height, **({"title": title} if title else {}))

@@ -1,28 +1,25 @@
-"""T5 · Neural collapse: NC1–NC4 over training and across layers (Papyan, Han & Donoho 2020).
+"""Neural collapse: NC1–NC4 over training and across layers (Papyan, Han & Donoho 2020).
 
 An MLP (4 hidden layers of 128, BatchNorm + ReLU) learns sklearn's 8×8 digits with cross-entropy and
-SGD with momentum and weight decay, well past zero training error. A probe computes the collapse
-metrics of `reglab.metrics.collapse` on the whole training set every few epochs, for every member:
+SGD with momentum and weight decay, well past zero training error. Every few epochs a probe computes
+the metrics of `reglab.metrics.collapse` on the whole training set, for every member: NC1
+tr(Σ_W Σ_B⁺)/C of the classifier's input and of every hidden layer; NC2 the centred class means vs a
+simplex ETF (equal norms, pairwise cosines → −1/(C−1)); NC3 the distance between the normalized
+classifier rows and centred class means; NC4 the fraction of training examples where the network's
+decision differs from the nearest class centre. The seeds (and the λ comparison's extra weight decays)
+are members of one ensemble; claims are checked per seed.
 
-* NC1 tr(Σ_W Σ_B⁺)/C of the last hidden layer (the classifier's input) and of every hidden layer;
-* NC2 the centred class means vs a simplex ETF (equal norms, pairwise cosines → −1/(C−1));
-* NC3 the distance between the normalized classifier rows and the normalized centred class means;
-* NC4 the fraction of training examples where the network's decision differs from the nearest class centre.
+BatchNorm uses the statistics of the batch at hand, in training and in evaluation alike (the core MLP
+keeps no running averages): every metric is computed on the full training set as one batch.
 
-The three seeds are members of one ensemble (and so are the extra weight-decay values of the λ
-comparison), trained by the one engine. Claims are computed per seed from the run.
-
-BatchNorm here uses the statistics of the batch at hand, in training and in evaluation alike (the core
-MLP keeps no running averages): every metric is computed on the full training set as one batch.
-
-Controls beyond RunConfig's fields live in `data_options` (so a config stamp recreates the run):
-`classes` (use digits 0 … classes−1) and `imbalance` (class c keeps a fraction imbalance^(−c/(C−1)) of
-its training examples: the first class keeps all, the last 1/imbalance). `rank` factorizes the
-classifier (rank_layer = depth): logits = (h U) V + b, and the "feature" whose collapse is measured is
+`classes` (digits 0 … classes−1) and `imbalance` (class c keeps a fraction imbalance^(−c/(C−1)) of its
+training examples) live in `data_options`, so a config stamp recreates the run. `rank` factorizes the
+classifier (rank_layer = depth): logits = (h U) V + b, and the feature whose collapse is measured is
 then z = h U, of dimension r (r < C − 1 leaves no room for a simplex ETF).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import altair as alt
@@ -31,75 +28,73 @@ import pandas as pd
 import torch
 
 from .. import charts
-from ..claims import Claim, Result
-from ..config import ConfigError, Interval, RunConfig, check, check_each, validate
+from ..claims import Rule, at_least, at_most, below, every_seed, finite, fmt_number, key, per_seed, verdict
+from ..config import CONSTRAINTS, Interval, ListOf, RunConfig, validate
 from ..data import Dataset, make_dataset
 from ..engine import train
 from ..metrics import collapse
+from ..theme import DEVICE, NON_NEGATIVE, POSITIVE, SEED, SEEDS, Exploration, Param, Theme
 
 N_CLASSES = 10  # sklearn digits
-SEEDS = 3  # "hold for 3 seeds at the defaults"
-NC1_DROP = 5.0  # NC1 falls ≥ 5× between zero training error and the end
-NC4_MAX = 0.01  # mismatch with the nearest-class-centre rule ≤ 1 %
 EVALS = 100  # evaluations per run (every 3 epochs at the defaults: locates zero training error)
-OWNER = "neural_collapse"
-NC_METRICS = ["nc1", "nc2_equinorm", "nc2_equiangular", "nc2_maxangle", "nc3", "nc4"]
-TITLES = {"nc1": "NC1  tr(Σ_W Σ_B^+)/C", "nc2_equinorm": "NC2  std/mean of class-mean norms",
-          "nc2_equiangular": "NC2  std of pairwise cosines", "nc2_maxangle": "NC2  mean |cos + 1/(C−1)|",
-          "nc3": "NC3  ‖W/‖W‖ − M/‖M‖‖²", "nc4": "NC4  mismatch with nearest class centre"}
+FALL, MISMATCH = 5.0, 0.01
+NC1_FALLS = every_seed(at_least(FALL))  # NC1(zero training error) / NC1(end)
+NC3_FALLS = every_seed(below(1.0))  # NC3(end) / NC3(zero training error)
+NC4_NCC = every_seed(at_most(MISMATCH))  # mismatch with the nearest-class-centre rule at the end
+DEPTH_FALLS = every_seed(below(1.0))  # the largest NC1(layer k+1) / NC1(layer k) at the end
+WD_FALLS = Rule("strictly decreasing in λ", lambda vs: len(vs) > 1 and None not in (xs := [finite(v) for v in vs])
+                and all(b < a for a, b in zip(xs, xs[1:])))  # NC1 at the end, in order of λ
+
+THEME = Theme("05_neural_collapse", {
+    "step_size": Param(0.05, POSITIVE, "step size η", log=True),
+    "batch_size": Param(128, CONSTRAINTS["batch_size"], "batch size B (None: full batch)"),
+    "weight_decay": Param(0.0005, NON_NEGATIVE, "weight decay λ (coupled, on every parameter)"),
+    "rank": Param(None, CONSTRAINTS["rank"], "feature dimension r: the classifier becomes (h U) V with U of rank r "
+                  "(None: full)", label="feature dimension r"),
+    "width": Param(128, CONSTRAINTS["width"], "hidden width"),
+    "depth": Param(4, Interval(int, 1, 64), "hidden layers"),
+    "momentum": Param(0.9, CONSTRAINTS["momentum"], "heavy-ball momentum β"),
+    "steps": Param(3300, Interval(int, 1, 1_000_000), "training steps (110 ≈ 10 epochs at the defaults)",
+                   label="steps (110 ≈ 10 epochs)", slider=(110, 6600)),
+    "lr_schedule": Param("step", CONSTRAINTS["lr_schedule"], "step-size schedule (step: ÷10 at ½ and ¾)"),
+    "classes": Param(N_CLASSES, Interval(int, 2, N_CLASSES), "classes: digits 0 … classes − 1"),
+    "imbalance": Param(1.0, Interval(float, 1, 1e4), "imbalance ratio: class c keeps imbalance^(−c/(C−1)) of its "
+                       "examples (1: balanced)", field="data_options.imbalance", slider=(1, 50)),
+    "n_train": Param(1400, Interval(int, 10, 1787), "training digits (the first n)"),
+    "compare_weight_decay": Param([], ListOf(NON_NEGATIVE, at_least=0), "extra λ values trained at seed `seed`"),
+    "seeds": SEEDS, "seed": SEED, "device": DEVICE,
+})
 
 
-# ---------------------------------------------------------------------------------------------
-# configuration and data
-
-
-def config(step_size=0.05, batch_size=128, weight_decay=5e-4, rank=None, width=128, depth=4, momentum=0.9,
-           steps=3300, lr_schedule="step", classes=N_CLASSES, imbalance=1.0, n_train=1400, seed=0,
-           device="auto") -> RunConfig:
-    """The reference run: digits, `depth` hidden layers of `width` with BatchNorm + ReLU, CE, SGD with
-    heavy-ball momentum and coupled weight decay on every parameter (what torch.optim.SGD's
-    weight_decay does), learning rate ÷10 at ½ and ¾ of training. 3300 steps of B = 128 on 1400
-    examples ≈ 300 epochs."""
-    check("classes", classes, Interval(int, 2, N_CLASSES), owner=OWNER)
-    check("imbalance", imbalance, Interval(float, 1, 1e4), owner=OWNER)
-    options = {}
-    if classes != N_CLASSES:
-        options["classes"] = int(classes)
-    if imbalance != 1.0:
-        options["imbalance"] = float(imbalance)
-    steps = int(steps)
-    cfg = RunConfig(data="digits", n_train=n_train, data_options=options, model="mlp", width=width, depth=depth,
-                    activation="relu", batchnorm=True, rank=rank, rank_layer=depth,
-                    loss="ce", optimizer="sgd", step_size=step_size, batch_size=batch_size, momentum=momentum,
-                    weight_decay=weight_decay, decay="coupled", decay_biases=True, lr_schedule=lr_schedule,
-                    steps=steps, eval_every=max(1, steps // EVALS), seed=seed, device=device)
-    if depth < 1:
-        raise ConfigError(f"The 'depth' parameter of {OWNER} must be an int in the range [1, 64] "
-                          f"(neural collapse is about hidden features). Got {depth!r} instead.")
-    return cfg
+def config(**values) -> RunConfig:
+    """The reference run (any declared parameter overrides it): digits, `depth` hidden layers of
+    `width` with BatchNorm + ReLU, CE, SGD with heavy-ball momentum and coupled weight decay on every
+    parameter (what torch.optim.SGD's weight_decay does), learning rate ÷10 at ½ and ¾ of training.
+    3300 steps of B = 128 on 1400 examples ≈ 300 epochs."""
+    p = THEME.validate(values, owner="neural_collapse.config")
+    fields = ("n_train", "width", "depth", "rank", "step_size", "batch_size", "momentum", "weight_decay", "lr_schedule",
+              "steps", "seed", "device")
+    return RunConfig(data="digits", data_options={"classes": p["classes"], "imbalance": p["imbalance"]}, model="mlp",
+                     activation="relu", batchnorm=True, rank_layer=p["depth"], loss="ce", optimizer="sgd", decay="coupled",
+                     decay_biases=True, eval_every=max(1, p["steps"] // EVALS), **{k: p[k] for k in fields})
 
 
 def dataset(cfg: RunConfig) -> Dataset:
     """Digits restricted to `classes` classes and subsampled by `imbalance` (from cfg.data_options); a
     ConfigError names the class when one is left with fewer than 2 training examples."""
-    options = dict(cfg.data_options)
-    classes = options.pop("classes", None) or N_CLASSES
-    imbalance = options.pop("imbalance", None) or 1.0  # None: balanced (the explorer's "off")
-    imbalance = float(imbalance) if isinstance(imbalance, int) and not isinstance(imbalance, bool) else imbalance
-    check("classes", classes, Interval(int, 2, N_CLASSES), owner=OWNER)
-    check("imbalance", imbalance, Interval(float, 1, 1e4), owner=OWNER)
+    options, owner = dict(cfg.data_options), "neural_collapse data_options"
+    classes = THEME.params["classes"].check("classes", options.pop("classes", None) or N_CLASSES, owner)
+    imbalance = THEME.params["imbalance"].check("imbalance", options.pop("imbalance", None) or 1.0, owner)
     base = make_dataset(cfg.data, cfg.n_train, cfg.data_seed, **options)
-    y = base.y_train
-    keep = y < classes
+    y, keep = base.y_train, base.y_train < classes
     if imbalance > 1.0:
         keep = torch.zeros_like(keep)
         for c in range(classes):
             idx = torch.nonzero(y == c).flatten()
-            share = imbalance ** (-c / max(classes - 1, 1))
-            keep[idx[: max(1, int(round(share * len(idx))))]] = True
+            keep[idx[: max(1, int(round(imbalance ** (-c / max(classes - 1, 1)) * len(idx))))]] = True
     test = base.y_test < classes
     data = Dataset("digits", base.x_train[keep], y[keep], base.x_test[test], base.y_test[test], "classification",
-                   int(classes), dict(base.info, classes=int(classes), imbalance=float(imbalance)))
+                   classes, dict(base.info, classes=classes, imbalance=imbalance))
     collapse.check_labels(data.y_train, data.n_classes)
     return data
 
@@ -122,8 +117,7 @@ class CollapseProbe:
 
     def __call__(self, state) -> dict:
         model, params, data = state.model, state.params, state.data
-        C, L = data.n_classes, len(model.dims) - 2
-        y = data.y_train
+        C, L, y = data.n_classes, len(model.dims) - 2, data.y_train
         with torch.no_grad():
             feats = state.features("train")
             h, w, b = classifier_inputs(params, feats, L)
@@ -145,339 +139,200 @@ def classifier_inputs(params: dict, feats: list, depth: int):
     return h, w, params.get(f"b{depth}")
 
 
-def train_members(configs: list, on_eval=None, stop=None):
+def train_members(configs: list, on_eval=None, stop=None, data: Dataset | None = None):
     """Train configs (one ensemble) with the collapse probe: (Run, probe)."""
-    data = dataset(configs[0])
     probe = CollapseProbe()
+    data = data or dataset(configs[0])
     return train(configs, data=data, probes=[probe], on_eval=on_eval, stop=stop, progress=False), probe
 
 
 def explore(config: RunConfig, on_eval=None, stop=None):
-    """The explorer's run: one config, streamed, with the collapse probe (evaluated ~EVALS times
-    whatever the steps slider says)."""
+    """The explorer's run: one config, streamed, with the collapse probe (~EVALS evaluations at any steps)."""
     return train_members([config.replace(eval_every=max(1, config.steps // EVALS))], on_eval, stop)[0]
-
-
-# ---------------------------------------------------------------------------------------------
-# reading a run
 
 
 def zero_error_step(history: pd.DataFrame, run: int) -> int | None:
     """First evaluated step at which training accuracy is 100 % (None: never)."""
-    acc = history[(history.run == run) & (history.metric == "train_acc")].sort_values("step")
-    hit = acc[acc.value >= 1.0 - 1e-9]
-    return None if hit.empty else int(hit.step.iloc[0])
-
-
-def _value(history, run, metric, step):
-    rows = history[(history.run == run) & (history.metric == metric) & (history.step == step)]
-    return float(rows.value.iloc[0]) if len(rows) else float("nan")
-
-
-def tidy(run, roles: list, n_train: int) -> pd.DataFrame:
-    """History with epoch, seed, weight_decay and role ("seed" or "λ comparison") of each member."""
-    cfg = run.configs[0]
-    frame = charts.tidy(run).copy()
-    frame["epoch"] = frame["step"] * epochs_per_step(cfg, n_train)
-    info = pd.DataFrame({"run": range(len(run.configs)), "seed": [c.seed for c in run.configs],
-                         "weight_decay": [c.weight_decay for c in run.configs], "role": roles})
-    return frame.merge(info, on="run")
-
-
-# ---------------------------------------------------------------------------------------------
-# the experiment
-
-
-def run(step_size=0.05, batch_size=128, weight_decay=5e-4, rank=None, width=128, depth=4, momentum=0.9, steps=3300,
-        lr_schedule="step", classes=N_CLASSES, imbalance=1.0, n_train=1400, seeds=SEEDS,
-        compare_weight_decay=(), seed=0, device="auto") -> Result:
-    """Train `seeds` seeds at the settings, plus seed `seed` at each λ in `compare_weight_decay`, as one
-    ensemble; compute NC1–NC4 over training and per layer; check the claims for every seed."""
-    check("seeds", seeds, Interval(int, 1, 10), owner=OWNER)
-    compare = [float(l) for l in check_each("compare_weight_decay", compare_weight_decay or [], Interval(float, 0, math.inf),
-                                            OWNER, at_least=0)]
-    base = config(step_size=step_size, batch_size=batch_size, weight_decay=weight_decay, rank=rank, width=width,
-                  depth=depth, momentum=momentum, steps=steps, lr_schedule=lr_schedule, classes=classes,
-                  imbalance=imbalance, n_train=n_train, seed=seed, device=device)
-    data = dataset(base)
-    validate(base, n_train=data.n_train)
-    configs = [base.replace(seed=seed + i) for i in range(seeds)]
-    roles = ["seed"] * seeds
-    for l in sorted(set(compare) - {float(weight_decay)}):
-        configs.append(base.replace(weight_decay=l))
-        roles.append("λ comparison")
-    r, probe = train_members(configs)
-    frame = tidy(r, roles, data.n_train)
-    C = data.n_classes
-
-    metrics, per_seed = {}, []
-    for m in range(seeds):
-        s = configs[m].seed
-        z = zero_error_step(r.history, m)
-        last = int(r.history.step.max())
-        row = {"seed": s, "zero_step": z, "diverged_at": r.diverged_step(m)}
-        for name in ("nc1", "nc3", "nc4", "nc2_equinorm", "nc2_maxangle", "train_acc", "test_acc"):
-            row[f"{name}_end"] = _value(r.history, m, name, last)
-        row["layers"] = [_value(r.history, m, f"nc1_layer{k}", last) for k in range(1, depth + 1)]
-        if z is not None:
-            row["nc1_zero"], row["nc3_zero"] = _value(r.history, m, "nc1", z), _value(r.history, m, "nc3", z)
-        per_seed.append(row)
-        tag = f"_s{s}"
-        metrics[f"zero_error_epoch{tag}"] = None if z is None else round(z * epochs_per_step(base, data.n_train), 2)
-        metrics[f"nc1_at_zero_error{tag}"] = row.get("nc1_zero")
-        metrics[f"nc1_end{tag}"] = row["nc1_end"]
-        metrics[f"nc1_drop{tag}"] = _ratio(row.get("nc1_zero"), row["nc1_end"])
-        metrics[f"nc3_at_zero_error{tag}"] = row.get("nc3_zero")
-        metrics[f"nc3_end{tag}"] = row["nc3_end"]
-        metrics[f"nc4_end{tag}"] = row["nc4_end"]
-        metrics[f"nc2_equinorm_end{tag}"] = row["nc2_equinorm_end"]
-        metrics[f"nc2_maxangle_end{tag}"] = row["nc2_maxangle_end"]
-        for k, v in enumerate(row["layers"], start=1):
-            metrics[f"nc1_layer{k}_end{tag}"] = v
-        metrics[f"train_acc{tag}"], metrics[f"test_acc{tag}"] = row["train_acc_end"], row["test_acc_end"]
-        metrics[f"diverged_at{tag}"] = row["diverged_at"]
-    wd_rows = [(configs[m].weight_decay, m) for m in range(len(configs)) if configs[m].seed == seed]
-    wd_rows.sort()
-    for l, m in (wd_rows if len(wd_rows) > 1 else []):
-        metrics[f"nc1_end_wd{l:g}"] = _value(r.history, m, "nc1", int(r.history.step.max()))
-
-    claims = _claims(per_seed, wd_rows, r, depth)
-    frames = {"history": frame, "cosines": _cosine_frame(probe, r, per_seed, C), "layers": _layer_frame(per_seed),
-              "explore": r.history[r.history.run == 0].reset_index(drop=True)}
-    return Result(metrics, claims, frames, {"train": r, "config": base, "n_train": data.n_train})
+    hit = history[(history.run == run) & (history.metric == "train_acc") & (history.value >= 1.0 - 1e-9)]
+    return None if hit.empty else int(hit.step.min())
 
 
 def _ratio(a, b):
-    if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)) or b <= 0:
-        return None
-    return a / b
+    """a / b for finite a and positive finite b, else None."""
+    a, b = finite(a), finite(b)
+    return None if a is None or b is None or b <= 0 else a / b
 
 
-def _worst(values, pick):
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    return None if len(vals) < len(values) or not vals else round(pick(vals), 4)
+def _largest_step(values: list):
+    """The largest ratio of consecutive values (None when one is missing or there is only one)."""
+    ratios = [_ratio(b, a) for a, b in zip(values, values[1:])]
+    return None if not ratios or None in ratios else max(ratios)
 
 
-def _claims(per_seed, wd_rows, r, depth) -> list:
-    n = len(per_seed)
-    every = f"each of {n} seed{'s' if n > 1 else ''}"
-    note = "; ".join(f"seed {p['seed']}: " + ("diverged at step %d" % p["diverged_at"] if p["diverged_at"] is not None
-                                               else "never reached zero training error")
-                     for p in per_seed if p["zero_step"] is None or p["diverged_at"] is not None)
-    diverged = "; ".join(f"seed {p['seed']}: diverged at step {p['diverged_at']}" for p in per_seed if p["diverged_at"] is not None)
-    drops = [_ratio(p.get("nc1_zero"), p["nc1_end"]) for p in per_seed]
-    nc3 = [_ratio(p["nc3_end"], p.get("nc3_zero")) for p in per_seed]
-    nc4 = [p["nc4_end"] for p in per_seed]
-    ok = [p["zero_step"] is not None and p["diverged_at"] is None for p in per_seed]
-    depth_ratio = [max((b / a for a, b in zip(p["layers"], p["layers"][1:])), default=None) if depth > 1 else None
-                   for p in per_seed]
-    claims = [
-        Claim(f"NC1 falls ≥ {NC1_DROP:g}× from the epoch of zero training error to the end of training",
-              _worst(drops, min), f"NC1(zero error) / NC1(end) ≥ {NC1_DROP:g} for {every} (worst shown)",
-              all(ok) and all(d is not None and d >= NC1_DROP for d in drops), note),
-        Claim("NC3: the classifier rows align further with the class means after zero training error",
-              _worst(nc3, max), f"NC3(end) / NC3(zero error) < 1 for {every} (worst shown)",
-              all(ok) and all(v is not None and v < 1 for v in nc3), note),
-        Claim(f"NC4: the network decides like the nearest-class-centre rule (mismatch ≤ {NC4_MAX:.0%})",
-              _worst(nc4, max), f"mismatch on the training set ≤ {NC4_MAX:g} for {every} (worst shown)",
-              all(p["diverged_at"] is None for p in per_seed) and all(v is not None and math.isfinite(v) and v <= NC4_MAX for v in nc4),
-              diverged),
-        Claim("NC1 decreases with depth across the hidden layers (at the end of training)",
-              _worst(depth_ratio, max) if depth > 1 else None,
-              f"NC1(layer k+1) / NC1(layer k) < 1 for every k and {every} (worst shown)",
-              depth > 1 and all(p["diverged_at"] is None for p in per_seed)
-              and all(v is not None and math.isfinite(v) and v < 1 for v in depth_ratio),
-              diverged if depth > 1 else "one hidden layer: nothing to compare"),
+def by_seed(result, name: str) -> list:
+    """A per-seed metric's values, in seed order."""
+    return [result.metrics[key(name, seed=result.params["seed"] + i)] for i in range(result.params["seeds"])]
+
+
+@THEME.run
+def run(p, result) -> None:
+    """Train `seeds` seeds at the settings, plus seed `seed` at each λ in `compare_weight_decay`, as one
+    ensemble; compute NC1–NC4 over training and per layer; check the claims for every seed."""
+    base = config(**vars(p))
+    data = dataset(base)
+    validate(base, n_train=data.n_train)
+    lambdas = sorted(set(map(float, p.compare_weight_decay)) - {p.weight_decay})
+    configs = [base.replace(seed=p.seed + i) for i in range(p.seeds)] + [base.replace(weight_decay=l) for l in lambdas]
+    with result.timed("training"):
+        r, probe = train_members(configs, data=data)
+    h, last, members = r.history, int(r.history.step.max()), range(p.seeds)
+    at = h.set_index(["run", "metric", "step"])["value"]
+    value = lambda m, name, step: None if step is None else float(at.get((m, name, step), math.nan))
+    seeds = [c.seed for c in configs[: p.seeds]]
+    zero = [zero_error_step(h, m) for m in members]
+    end = {name: [value(m, name, last) for m in members] for name in
+           ["nc1", "nc3", "nc4", "nc2_equinorm", "nc2_maxangle", "train_acc", "test_acc"]}
+    nc1_zero, nc3_zero = ([value(m, name, z) for m, z in zip(members, zero)] for name in ("nc1", "nc3"))
+    layers = [[value(m, f"nc1_layer{k}", last) for k in range(1, p.depth + 1)] for m in members]
+    drops = [_ratio(a, b) for a, b in zip(nc1_zero, end["nc1"])]
+    per_step = epochs_per_step(base, data.n_train)
+    for name, values in [("zero_error_epoch", [None if z is None else round(z * per_step, 2) for z in zero]),
+                         ("nc1_at_zero_error", nc1_zero), ("nc1_end", end["nc1"]), ("nc1_drop", drops),
+                         ("nc3_at_zero_error", nc3_zero), ("nc3_end", end["nc3"]), ("nc4_end", end["nc4"]),
+                         ("nc2_equinorm_end", end["nc2_equinorm"]), ("nc2_maxangle_end", end["nc2_maxangle"]),
+                         *((f"nc1_layer{k}_end", [ls[k - 1] for ls in layers]) for k in range(1, p.depth + 1)),
+                         ("train_acc", end["train_acc"]), ("test_acc", end["test_acc"]),
+                         ("diverged_at", [r.diverged_step(m) for m in members])]:
+        result.metrics.update(per_seed(name, values, seeds))
+
+    diverged = {f"seed {s}": r.diverged_step(m) for m, s in zip(members, seeds)}
+    missed = "; ".join(f"seed {s}: never reached zero training error" for s, z in zip(seeds, zero)
+                       if z is None and diverged[f"seed {s}"] is None)
+    result.claims = [
+        verdict("nc1_falls_after_zero_error", f"NC1 falls ≥ {FALL:g}× from the epoch of zero training error to "
+                "the end of training (NC1 then / NC1 at the end, per seed)", drops, NC1_FALLS, missed, diverged),
+        verdict("nc3_aligns", "NC3: the classifier rows align further with the class means after zero training "
+                "error (NC3 at the end / NC3 then, per seed)", [_ratio(b, a) for a, b in zip(nc3_zero, end["nc3"])],
+                NC3_FALLS, missed, diverged),
+        verdict("nc4_nearest_centre", f"NC4: the network decides like the nearest-class-centre rule (mismatch on "
+                f"the training set ≤ {MISMATCH:.0%}, per seed)", end["nc4"], NC4_NCC, diverged=diverged),
+        verdict("nc1_falls_with_depth", "NC1 decreases with depth across the hidden layers at the end of training "
+                "(largest NC1(layer k+1) / NC1(layer k), per seed)", [_largest_step(ls) for ls in layers],
+                DEPTH_FALLS, "" if p.depth > 1 else "one hidden layer: nothing to compare", diverged),
     ]
-    if len(wd_rows) > 1:
-        last = int(r.history.step.max())
-        ends = [_value(r.history, m, "nc1", last) for _, m in wd_rows]
-        finite = all(math.isfinite(v) for v in ends)
-        claims.append(Claim("Weight decay speeds up collapse: more λ, lower NC1 at the end (first seed)",
-                            round(ends[-1] / ends[0], 4) if finite and ends[0] > 0 else None,
-                            "NC1(end) strictly decreasing in λ over " + ", ".join(f"{l:g}" for l, _ in wd_rows)
-                            + " (shown: NC1 at the largest λ / at the smallest)",
-                            finite and all(b < a for a, b in zip(ends, ends[1:]))))
-    return claims
+    by_wd = sorted((c.weight_decay, m) for m, c in enumerate(configs) if c.seed == p.seed)
+    if len(by_wd) > 1:
+        ends = [value(m, "nc1", last) for _, m in by_wd]
+        result.metrics.update({key("nc1_end", wd=l): v for (l, _), v in zip(by_wd, ends)})
+        result.claims.append(verdict(
+            "weight_decay_lowers_nc1", f"Weight decay speeds up collapse: more λ, lower NC1 at the end (seed "
+            f"{p.seed}, λ = {', '.join(f'{l:g}' for l, _ in by_wd)})", ends, WD_FALLS,
+            f"NC1 at λ = {by_wd[-1][0]:g} is {fmt_number(_ratio(ends[-1], ends[0]), '.3g')}× NC1 at λ = {by_wd[0][0]:g}",
+            {f"λ = {l:g}": r.diverged_step(m) for l, m in by_wd}))
+
+    frame = charts.tidy(r).assign(epoch=lambda f: f["step"] * per_step)
+    roles = pd.DataFrame({"run": range(len(configs)), "seed": [c.seed for c in configs], "role": ["seed"] * p.seeds
+                          + ["λ comparison"] * len(lambdas), "weight_decay": [c.weight_decay for c in configs]})
+    result.frames["history"] = frame.merge(roles, on="run")
+    result.frames["layers"] = pd.DataFrame([{"seed": s, "layer": k, "nc1": v} for s, ls in zip(seeds, layers)
+                                            for k, v in enumerate(ls, start=1)])
+    result.frames["cosines"] = _cosine_frame(probe, zero, seeds, data.n_classes)
+    result.runs["train"] = r
+    rank = dataclasses.replace(THEME.params["rank"], slider=(1, p.width))
+    result.exploration = Exploration(base, chart, run=explore, initial=frame[frame.run == 0], controls={
+        "rank": rank, "steps": THEME.params["steps"], "imbalance": THEME.params["imbalance"]})
 
 
-def _cosine_frame(probe, r, per_seed, C) -> pd.DataFrame:
+def _cosine_frame(probe, zero, seeds, C) -> pd.DataFrame:
     """Pairwise cosines (c < c') of the centred class means and of the classifier rows, for every seed,
     at initialization, at zero training error and at the end."""
-    rows = []
-    last = max(probe.cosines)
-    iu = np.triu_indices(C, 1)
-    for m, p in enumerate(per_seed):
-        moments = [("initialization", 0), ("zero training error", p["zero_step"]), ("end", last)]
-        for moment, step in moments:
-            if step is None or step not in probe.cosines:
-                continue
-            for what, mats in zip(("class means", "classifier rows"), probe.cosines[step]):
-                vals = mats[m].numpy()[iu]
-                rows += [{"seed": p["seed"], "moment": moment, "of": what, "cosine": float(v)} for v in vals]
+    rows, iu = [], np.triu_indices(C, 1)
+    for m, (seed, z) in enumerate(zip(seeds, zero)):
+        for moment, step in [("initialization", 0), ("zero training error", z), ("end", max(probe.cosines))]:
+            for what, mats in zip(("class means", "classifier rows"), probe.cosines.get(step, ())):
+                rows += [{"seed": seed, "moment": moment, "of": what, "cosine": float(v)} for v in mats[m].numpy()[iu]]
     return pd.DataFrame(rows)
-
-
-def _layer_frame(per_seed) -> pd.DataFrame:
-    return pd.DataFrame([{"seed": p["seed"], "layer": k, "nc1": v} for p in per_seed
-                         for k, v in enumerate(p["layers"], start=1)])
 
 
 # ---------------------------------------------------------------------------------------------
 # charts
 
-
-def _with_epoch(frame: pd.DataFrame, config: RunConfig | None, n_train: int | None) -> pd.DataFrame:
-    if "epoch" in frame.columns:
-        return frame
-    frame = frame.copy()
-    if config is not None:
-        n = n_train or dataset(config).n_train
-        frame["epoch"] = frame["step"] * epochs_per_step(config, n)
-    else:
-        frame["epoch"] = frame["step"]
-    return frame
+PANELS = [("nc1", "NC1  tr(Σ_W Σ_B^+)/C", True, "NC1"), ("nc2_equinorm", "NC2  std/mean of class-mean norms", True,
+          "NC2 (norms)"), ("nc2_maxangle", "NC2  mean |cos + 1/(C−1)|", True, "NC2 (angles)"),
+          ("nc3", "NC3  ‖W/‖W‖ − M/‖M‖‖²", True, "NC3"), ("nc4", "NC4  mismatch with nearest class centre", False,
+          "fraction of training examples"), ("train_acc", "training accuracy", False, "accuracy")]
+SMALL = dict(x="epoch", log_x=True, width=230, height=160)
 
 
-def _zero_rules(frame: pd.DataFrame) -> pd.DataFrame:
-    """One dashed rule per distinct epoch of zero training error (current runs only), labelled once."""
+def _zero_error_rules(frame: pd.DataFrame) -> list:
+    """A dashed rule at each distinct epoch of zero training error (current runs only), labelled once."""
     acc = frame[(frame.metric == "train_acc") & (frame.value >= 1.0 - 1e-9)]
     if "current" in acc.columns:
         acc = acc[acc["current"].fillna(True).astype(bool)]
-    if acc.empty:
-        return pd.DataFrame(columns=["epoch", "text"])
-    keys = [k for k in ("label", "run") if k in acc.columns]
-    epochs = sorted(acc.groupby(keys)["epoch"].min().unique())
-    return pd.DataFrame({"epoch": epochs, "text": ["zero training error"] + [""] * (len(epochs) - 1)})
+    by_run = acc.groupby([k for k in ("label", "run") if k in acc.columns])["epoch"].min() if len(acc) else []
+    epochs = sorted(set(by_run))
+    return [charts.vertical_rule(e, "zero training error" if i == 0 else " ") for i, e in enumerate(epochs)]
 
 
-EPOCH_TICKS = [0, 1, 3, 10, 30, 100, 300, 1000, 3000]
-
-
-def _epoch_axis(frame: pd.DataFrame) -> alt.X:
-    top = float(frame["epoch"].max()) if len(frame) else 300.0
-    ticks = [t for t in EPOCH_TICKS if t <= top * 1.01] or [0]
-    return alt.X("epoch:Q", title="epoch (symlog)", scale=alt.Scale(type="symlog", domain=[0, top]),
-                 axis=alt.Axis(values=ticks, format=".0f", labelOverlap=False))
-
-
-def _records(frame: pd.DataFrame, positive: bool = True) -> list:
-    """Rows with a finite (and, for log axes, positive) value, drawn up to a run's divergence; NaN → null."""
-    keep = frame["value"].map(lambda v: v is not None and math.isfinite(v) and (v > 0 or not positive))
-    if "diverged_at" in frame.columns:
-        d = pd.to_numeric(frame["diverged_at"], errors="coerce")
-        keep &= d.isna() | (frame["step"] <= d)
-    clean = frame[keep]
-    clean = clean.astype(object).where(clean.notna(), None)
-    return clean.to_dict("records")
-
-
-def _lines(rows: pd.DataFrame, color: str | None, log_y: bool, y_title: str, dash: str | None = None):
-    """Lines of value against epoch (symlog axis), one per run; earlier runs faded."""
-    enc = dict(x=_epoch_axis(rows),
-               y=alt.Y("value:Q", title=y_title, scale=alt.Scale(type="log") if log_y else alt.Scale(zero=False)),
-               detail=[alt.Detail(f"{f}:N") for f in ("run", "label", "seed") if f in rows.columns],
-               tooltip=[alt.Tooltip(f"{f}:N") for f in ("label", "seed", "metric") if f in rows.columns]
-               + [alt.Tooltip("epoch:Q", format=".1f"), alt.Tooltip("value:Q", format=".4g")])
-    if color:
-        enc["color"] = alt.Color(f"{color}:N", title=color)
-    if dash:
-        enc["strokeDash"] = alt.StrokeDash(f"{dash}:N", legend=None, sort=sorted(rows[dash].unique(), reverse=True))
-    if "current" in rows.columns and not rows["current"].all():
-        enc["opacity"] = alt.condition("datum.current", alt.value(1.0), alt.value(charts.FADED))
-    return alt.Chart(alt.Data(values=_records(rows, positive=log_y))).mark_line().encode(**enc)
-
-
-def _panel(frame, metric, color, log_y, rules, title=None, y_title=None, dash=None, width=230, height=160):
-    """One metric (or several, told apart by `dash`) against epochs, with the zero-error rule(s) and
-    the core's "diverged at step k" marks."""
-    rows = frame[frame.metric.isin([metric] if isinstance(metric, str) else metric)]
-    parts = [_lines(rows, color, log_y, y_title or (metric if isinstance(metric, str) else "value"), dash)]
-    if not rules.empty:
-        base = alt.Chart(alt.Data(values=rules.to_dict("records"))).encode(x="epoch:Q")
-        parts += [base.mark_rule(strokeDash=[4, 3], color="gray"),
-                  base.mark_text(align="left", dx=3, baseline="top", color="gray", fontSize=10).encode(
-                      text="text:N", y=alt.value(2))]
-    marks = charts.diverged_marks(rows, rows.metric.iloc[0], x="epoch") if len(rows) else None
-    if marks is not None:
-        parts.append(marks)
-    name = metric if isinstance(metric, str) else metric[0]
-    return alt.layer(*parts).properties(width=width, height=height, title=title or TITLES.get(name, name))
-
-
-def chart(frame: pd.DataFrame, config: RunConfig | None = None, n_train: int | None = None, color: str | None = None):
-    """NC1, NC2 (norms and angles), NC3 and NC4 against epochs, the epoch of zero training error marked.
-    Works on the explorer's frame (label/current) and on `result.frames["history"]` (colour by seed)."""
-    frame = _with_epoch(frame, config, n_train)
+def chart(frame: pd.DataFrame, config: RunConfig | None = None, color: str | None = None):
+    """NC1, NC2 (norms and angles), NC3, NC4 and training accuracy against epochs (symlog), the epoch of
+    zero training error marked. Works on the explorer's frame (label/current) and on
+    `result.frames["history"]` (one colour per seed; the λ comparison runs are left out)."""
+    if "epoch" not in frame.columns:  # the explorer's frame
+        frame = frame.assign(epoch=frame["step"] * (epochs_per_step(config, dataset(config).n_train) if config else 1))
     if "role" in frame.columns:
-        frame = frame[frame.role == "seed"]
-    if color is None:
-        color = "label" if "label" in frame.columns and frame["label"].nunique() > 1 else (
-            "seed" if "seed" in frame.columns and frame["seed"].nunique() > 1 else None)
-    if color == "seed":
-        frame = frame.assign(seed=frame["seed"].astype(str))
-    rules = _zero_rules(frame)
-    nc2 = {"nc2_equinorm": "norms: std/mean", "nc2_maxangle": "angles: mean |cos + 1/(C−1)|"}
-    frame = frame.assign(metric=frame["metric"].replace(nc2))
-    panels = [
-        _panel(frame, "nc1", color, True, rules),
-        _panel(frame, list(nc2.values()), color, True, rules, title="NC2  norms (solid), angles (dashed)",
-               y_title="NC2", dash="metric"),
-        _panel(frame, "nc3", color, True, rules),
-        _panel(frame, "nc4", color, False, rules, y_title="fraction of training examples"),
-        _panel(frame, "train_acc", color, False, rules, title="training accuracy", y_title="accuracy"),
-    ]
-    return alt.concat(*panels, columns=3).resolve_scale(color="independent")
+        frame = frame[frame.role == "seed"].assign(seed=lambda f: f["seed"].astype(str))
+    color = color or ("seed" if "seed" in frame.columns and frame["seed"].nunique() > 1 else None)
+    rules = _zero_error_rules(frame)
+    return charts.grid(*(charts.layer(charts.curves(frame, metric, color=color, log_y=log, title=title, y_title=y,
+                                                    **SMALL), *rules) for metric, title, log, y in PANELS), columns=3)
 
 
-def layer_chart(result_or_frames) -> alt.HConcatChart:
+def layer_chart(result) -> alt.HConcatChart:
     """NC1 of every hidden layer: at the end (per seed, log scale) and over training (first seed)."""
-    frames = result_or_frames.frames if hasattr(result_or_frames, "frames") else result_or_frames
-    end = frames["layers"].assign(seed=lambda f: f["seed"].astype(str))
-    history = frames["history"]
-    first = history[(history.role == "seed") & (history.seed == history.seed.min())]
-    per_layer = first[first.metric.str.startswith("nc1_layer")].copy()
-    per_layer["layer"] = per_layer["metric"].str.replace("nc1_layer", "layer ")
-    per_layer = per_layer[per_layer.value > 0]
-    bars = alt.Chart(alt.Data(values=_records(end.rename(columns={"nc1": "value"})))).mark_line(point=True).encode(
-        x=alt.X("layer:O", title="hidden layer", axis=alt.Axis(labelAngle=0)), y=alt.Y("value:Q", title="NC1 at the end", scale=alt.Scale(type="log")),
-        color=alt.Color("seed:N", title="seed"), tooltip=["seed:N", "layer:O", alt.Tooltip("value:Q", format=".4g")]
-    ).properties(width=220, height=200, title="NC1 by depth (end of training)")
-    over = alt.Chart(alt.Data(values=_records(per_layer))).mark_line().encode(
-        x=_epoch_axis(per_layer), y=alt.Y("value:Q", title="NC1", scale=alt.Scale(type="log")),
-        color=alt.Color("layer:N", title="layer"), tooltip=["layer:N", alt.Tooltip("epoch:Q", format=".1f"),
-                                                             alt.Tooltip("value:Q", format=".4g")]
-    ).properties(width=300, height=200, title=f"NC1 of every hidden layer (seed {int(first.seed.min()) if len(first) else 0})")
-    return alt.hconcat(bars, over).resolve_scale(color="independent")
+    h = result.frames["history"]
+    h = h[(h.run == 0) & h.metric.str.startswith("nc1_layer")]
+    per_layer = h.assign(layer=h["metric"].str.replace("nc1_layer", "layer "))
+    end = result.frames["layers"].assign(seed=lambda f: f["seed"].astype(str))
+    return charts.row(
+        charts.against(end, "layer", "nc1", color="seed", log_y=True, title="NC1 by depth (end of training)",
+                       x_title="hidden layer", y_title="NC1 at the end", width=220),
+        charts.curves(per_layer, color="layer", log_y=True, y_title="NC1", **{**SMALL, "width": 300, "height": 200},
+                      title=f"NC1 of every hidden layer (seed {result.params['seed']})"),
+    ).resolve_scale(color="independent")
 
 
-def cosine_chart(result_or_frames, n_classes: int = N_CLASSES) -> alt.LayerChart:
+def cosine_chart(result) -> alt.LayerChart:
     """Pairwise cosines of the centred class means and of the classifier rows (first seed) at
     initialization, at zero training error and at the end, against the simplex-ETF value −1/(C−1)."""
-    frames = result_or_frames.frames if hasattr(result_or_frames, "frames") else result_or_frames
-    cos = frames["cosines"]
-    cos = cos[cos.seed == cos.seed.min()]
-    order = ["initialization", "zero training error", "end"]
-    ticks = alt.Chart(alt.Data(values=cos.to_dict("records"))).mark_tick(thickness=1.5, size=14, opacity=0.6).encode(
-        x=alt.X("cosine:Q", title="pairwise cosine", scale=alt.Scale(domain=[-1, 1])),
-        y=alt.Y("moment:N", sort=order, title=None), color=alt.Color("of:N", title=None),
-        yOffset=alt.YOffset("of:N"), tooltip=["of:N", "moment:N", alt.Tooltip("cosine:Q", format=".3f")])
-    etf = -1.0 / (n_classes - 1)
-    rule = alt.Chart(alt.Data(values=[{"x": etf, "text": f"−1/(C−1) = {etf:.3f}"}])).encode(x="x:Q")
-    return alt.layer(ticks, rule.mark_rule(strokeDash=[4, 3], color="gray"),
-                     rule.mark_text(align="left", dx=3, dy=-4, baseline="bottom", color="gray").encode(
-                         text="text:N", y=alt.value(0))).properties(
-        width=420, height=170, title=f"Class-mean and classifier angles vs the simplex ETF (seed {int(cos.seed.min()) if len(cos) else 0})")
+    cos, etf, seed = result.frames["cosines"], -1.0 / (result.params["classes"] - 1), result.params["seed"]
+    return charts.layer(ticks(cos[cos.seed == seed], "cosine", "moment", "of", domain=(-1, 1), x_title="pairwise cosine",
+                              order=["initialization", "zero training error", "end"]),
+                        charts.vertical_rule(etf, f"−1/(C−1) = {etf:.3f}")).properties(
+        width=420, height=170, title=f"Class-mean and classifier angles vs the simplex ETF (seed {seed})")
 
 
-def weight_decay_chart(result_or_frames) -> alt.Chart:
-    """NC1 against epochs for every λ trained at the first seed."""
-    frames = result_or_frames.frames if hasattr(result_or_frames, "frames") else result_or_frames
-    h = frames["history"]
-    h = h[(h.seed == h[h.role == "seed"].seed.min()) & (h.metric == "nc1")].copy()
-    h["λ"] = h["weight_decay"].map(lambda v: f"{v:g}")
-    lines = alt.Chart(alt.Data(values=_records(h))).mark_line().encode(
-        x=_epoch_axis(h), y=alt.Y("value:Q", title="NC1", scale=alt.Scale(type="log")),
-        color=alt.Color("λ:N", title="weight decay λ", sort=sorted(h["λ"].unique(), key=float)),
-        tooltip=["λ:N", alt.Tooltip("epoch:Q", format=".1f"), alt.Tooltip("value:Q", format=".4g")])
-    return lines.properties(width=360, height=200, title="NC1 over training for several weight decays")
+def weight_decay_chart(result):
+    """NC1 against epochs for every λ trained at the first seed (a note when there is one λ only)."""
+    h = result.frames["history"]
+    h = h[(h.seed == result.params["seed"]) & (h.metric == "nc1")]
+    if h["weight_decay"].nunique() < 2:
+        return charts.empty(f"No λ comparison in this run (compare_weight_decay = []); NC1 at the end for λ = "
+                            f"{result.params['weight_decay']:g}: {fmt_number(by_seed(result, 'nc1_end')[0], '.4g')}")
+    return charts.curves(h.assign(λ=h["weight_decay"].map(lambda v: f"{v:g}")), "nc1", color="λ", log_y=True,
+                         y_title="NC1", title="NC1 over training for several weight decays",
+                         **{**SMALL, "width": 360, "height": 200})
+
+
+# ---------------------------------------------------------------------------------------------
+# candidates for reglab.charts
+
+
+def ticks(frame: pd.DataFrame, x: str, y: str, color: str, *, domain=None, order=None, x_title=None) -> alt.Chart:
+    """Every row as a short tick at its x value, one strip per y category, the `color` groups side by
+    side within a strip (e.g. the pairwise cosines of two sets of vectors at a few moments)."""
+    return alt.Chart(charts.inline(frame)).mark_tick(thickness=1.5, size=14, opacity=0.6).encode(
+        x=alt.X(f"{x}:Q", title=x_title or x, scale=alt.Scale(domain=list(domain)) if domain else alt.Undefined),
+        y=alt.Y(f"{y}:N", sort=order, title=None),
+        color=alt.Color(f"{color}:N", title=None), yOffset=alt.YOffset(f"{color}:N"),
+        tooltip=[f"{color}:N", f"{y}:N", alt.Tooltip(f"{x}:Q", format=".3f")])
