@@ -22,7 +22,7 @@ def test_margins_and_angles_on_hand_examples():
     ref = torch.tensor([1.0, 0.0])
     torch.testing.assert_close(mg.one_minus_cos(w, ref), torch.full((2,), 1 - 1 / math.sqrt(2), dtype=torch.float64))
     torch.testing.assert_close(mg.angle_degrees(w, ref), torch.full((2,), 45.0, dtype=torch.float64))
-    # a linear model's W0 ([M, 1, d] as stored, or [M, d, 1]) reads as [M, d]; a tiny angle has no cancellation
+    # a linear model's W0 ([M, d, 1] as stored, or [M, 1, d]) reads as [M, d]; a tiny angle has no cancellation
     tiny = torch.tensor([[[1.0], [1e-6]]], dtype=torch.float64)
     assert float(mg.one_minus_cos(tiny, ref)) == pytest.approx(0.5e-12, rel=1e-6)
     assert float(mg.one_minus_cos(tiny.mT, ref)) == pytest.approx(0.5e-12, rel=1e-6)
@@ -75,7 +75,7 @@ def test_regularized_minimizer_is_stationary_and_matches_engine_gd():
     (grad,) = torch.autograd.grad(obj, w)
     assert float(grad.norm()) < 1e-10
     run = train(mm.with_evals(mm.config(weight_decay=lam, steps=600)), progress=False)
-    torch.testing.assert_close(run.params["W0"][0, 0], w.detach(), rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(run.params["W0"][0, :, 0], w.detach(), rtol=1e-6, atol=1e-8)
 
 
 def test_probe_follows_gd_toward_the_svm():

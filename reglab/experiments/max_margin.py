@@ -123,7 +123,7 @@ class MarginProbe:
         self.svm = svm if svm.separable else None
 
     def __call__(self, state) -> dict:
-        w = state.params["W0"][:, 0].detach().to(torch.float64)
+        w = state.params["W0"][:, :, 0].detach().to(torch.float64)  # the linear model's W0: [M, d, 1]
         out = {"norm": w.norm(dim=1), "normalized_margin": mg.normalized_margin(w, state.data.x_train, state.data.y_train)}
         if self.svm is not None:
             out.update(one_minus_cos=mg.one_minus_cos(w, self.svm.w), margin_ratio=out["normalized_margin"] / self.svm.margin)
@@ -223,7 +223,7 @@ def experiment(p, result: Result, data: Dataset | None = None) -> None:
         result.frames["lambda_path"], refs = lambda_path(data, svm), lambda_path(data, svm, [r[3].weight_decay for r in lams])
     for (i, lab, q, c), ref in zip(lams, refs.itertuples()):  # trained members against the regularized minimizers
         m.update({key("norm_minimizer", **q): ref.norm, key("angle_deg_minimizer", **q): ref.angle_deg,
-                  key("angle_deg", **q): float(mg.angle_degrees(ens.params["W0"][i, 0], svm.w)[0])})
+                  key("angle_deg", **q): float(mg.angle_degrees(ens.params["W0"][i, :, 0], svm.w)[0])})
     if not svm.separable:
         return claim("separable", svm.separable, SEPARABLE, [], svm.message)
     claim("direction_monotone", values("increases_from_start", seeds), MONOTONE, seeds,

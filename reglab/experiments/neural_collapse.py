@@ -133,7 +133,7 @@ def classifier_inputs(params: dict, feats: list, depth: int):
     """(features the classifier sees [M, n, d], classifier rows [M, C, d], bias [M, C] or None).
     A factorized classifier U Vᵀ (rank set) sees z = h U and has rows Vᵀ."""
     if f"W{depth}" in params:
-        h, w = feats[-1], params[f"W{depth}"]
+        h, w = feats[-1], params[f"W{depth}"].transpose(1, 2)  # W is [M, d, C]: its columns are the rows
     else:
         h, w = feats[-1] @ params[f"U{depth}"], params[f"V{depth}"].transpose(1, 2)
     return h, w, params.get(f"b{depth}")

@@ -1,7 +1,7 @@
 """Margins of linear classifiers and the hard-margin SVM they are measured against.
 
 Every metric takes the weights of a whole ensemble, `w: [M, d]` (or a linear model's single-output
-weight, `W0: [M, 1, d]` as reglab stores it, or `[M, d, 1]`; a `[d]` vector is read as M = 1), inputs `x: [n, d]` and ±1 labels `y: [n]` (or `[n, 1]`), and
+weight, `W0: [M, d, 1]` as reglab stores it, or `[M, 1, d]`; a `[d]` vector is read as M = 1), inputs `x: [n, d]` and ±1 labels `y: [n]` (or `[n, 1]`), and
 returns one value per member ([M]). Everything is computed in float64.
 
 * margins            y_i ⟨w, x_i⟩                                  [M, n]
