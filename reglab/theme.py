@@ -121,6 +121,9 @@ class Exploration:
     initial: Any = None
     n_train: int | None = None
     common: tuple = COMMON_CONTROLS
+    # guided scenarios: {name: {"question": one line, "values": {control: value}, "lock": (…), "hide": (…)}}
+    presets: dict = field(default_factory=dict)
+    learned: Callable | None = None  # (frame, config) -> chart of what the model learned, drawn live
 
 
 @dataclass
@@ -176,4 +179,5 @@ class Result:
 
         e = self.exploration
         return Explorer(e.config, chart=e.chart, run=e.run, **{"controls": e.common, "extra": e.controls,
-                        "initial": e.initial, "n_train": e.n_train, **options})
+                        "initial": e.initial, "n_train": e.n_train, "presets": e.presets, "learned": e.learned,
+                        **options})

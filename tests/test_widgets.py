@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reglab import RunConfig, charts
+from reglab import ConfigError, RunConfig, charts
 from reglab.widgets import Choice, Explorer, IntRange, LogRange
 from reglab.widgets.controls import config_for, label, parse_assignments, resolve
 from reglab.widgets.session import infer_divergence
@@ -359,3 +359,24 @@ def test_declared_parameters_become_controls_with_their_hints():
     assert isinstance(rank, IntRange) and rank.step == 5 and rank.off is None and rank.off_label == "full rank"
     loss = spec_for(Param("ce", OneOf(("ce", "stablemax_ce")), "loss", labels=("softmax", "StableMax")))
     assert isinstance(loss, Choice) and loss.text("stablemax_ce") == "StableMax"
+
+
+def test_presets_set_values_lock_and_hide_and_the_learned_view_is_drawn():
+    import altair as alt
+
+    from reglab import RunConfig
+    from reglab.widgets import Explorer
+
+    cfg = RunConfig(data="digits", n_train=200, width=16, depth=1, steps=20, eval_every=10)
+    learned = lambda frame, config: alt.Chart(alt.Data(values=[{"a": 1}])).mark_point().encode(x="a:Q")
+    ex = Explorer(cfg, headless=True, learned=learned,
+                  presets={"edge": {"question": "where does λ_max stop?", "values": {"step_size": 0.5},
+                                    "lock": ("batch_size",), "hide": ("rank",)}})
+    try:
+        ex.apply_preset("edge")
+        assert ex.values["step_size"] == 0.5 and ex.locked == {"batch_size"} and ex.hidden == {"rank"}
+        with pytest.raises(ConfigError, match="No preset named 'nope'"):
+            ex.apply_preset("nope")
+        assert isinstance(ex.static_chart(), alt.VConcatChart)
+    finally:
+        ex.close()

@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
+import altair as alt
 import pandas as pd
 
 from reglab import charts
@@ -81,11 +82,14 @@ class Explorer:
 
     def __init__(self, config: RunConfig, chart: Callable | None = None, run: Callable | None = None,
                  controls=COMMON, extra: dict | None = None, preset: dict | None = None,
-                 n_train: int | None = None, initial=None, *, debounce: float = 0.25,
-                 redraw_every: float = 0.2, headless: bool | None = None):
+                 n_train: int | None = None, initial=None, *, presets: dict | None = None,
+                 learned: Callable | None = None, debounce: float = 0.25, redraw_every: float = 0.2,
+                 headless: bool | None = None):
         validate(config, n_train=n_train)
         self.base = self._initial_config = config
         self.chart_fn = chart or default_chart
+        self.learned_fn = learned
+        self.presets = dict(presets or {})
         self.run_fn = run or train_run
         self.extra = {}
         for name, spec in (extra or {}).items():  # a theme's declared Param becomes its control
@@ -210,6 +214,14 @@ class Explorer:
         self._request()
         return messages
 
+    def apply_preset(self, name: str) -> list:
+        """Set a named preset's values and lock / hide the controls it names; returns the messages."""
+        if name not in self.presets:
+            raise ConfigError(f"No preset named {name!r}; presets: {', '.join(self.presets) or 'none'}.")
+        preset = dict(self.presets[name])
+        self.hidden, self.locked = set(preset.get("hide", ())), set(preset.get("lock", ()))
+        return self.set(**preset.get("values", {}))
+
     def stop(self) -> None:
         self.session.stop()
 
@@ -270,9 +282,12 @@ class Explorer:
             self.chart_widget.chart = chart
 
     def _chart(self, result: LiveRun, frame: pd.DataFrame, faded: bool = False):
-        """The theme's spec over the frame (its builders mark diverged runs); earlier runs faded. The
-        divergence message itself is one line under the chart (see Session)."""
+        """The theme's spec over the frame (its builders mark diverged runs), with the theme's view of
+        what the model learned below it; earlier runs faded. The divergence message itself is one line
+        under the chart (see Session)."""
         chart = self.chart_fn(frame, result.config)
+        if self.learned_fn is not None:
+            chart = alt.vconcat(chart, self.learned_fn(frame, result.config))
         return charts.fade_previous(chart) if faded else chart
 
     def progress(self, fraction: float, text: str) -> None:
