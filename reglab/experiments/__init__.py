@@ -16,6 +16,9 @@ MODULES = {
     "06_double_descent": "double_descent",
     "07_max_margin": "max_margin",
     "08_rare_tokens": "rare_tokens",
+    "09_generalization_measures": "generalization",
+    "10_large_batch": "large_batch",
+    "11_transformer_stability": "transformer_stability",
 }
 
 
