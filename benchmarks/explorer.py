@@ -1,5 +1,7 @@
 """Explorer latency: from a slider change to the first chart update, and a cached revisit, against the
-bare `reglab.train` time of the same config (quickstart settings: MNIST-1D, 2×100 MLP, B=32, 300 steps).
+bare `reglab.train` time of the same config (quickstart settings: MNIST-1D, 2×100 MLP, B=32, 300 steps), with
+the quickstart's explorer as a notebook shows it: its charts, its learned view (weight spectrum, confusion
+matrix, from a probe at every evaluation) and its run.
 
 The panel is built without a browser (ipywidgets work without a kernel); a "chart update" is the moment
 the live JupyterChart receives its new spec, i.e. what would be sent to the page. Measured: a single
@@ -15,11 +17,12 @@ import threading
 import time
 
 from reglab import train
+from reglab.experiments import quickstart
 from reglab.experiments.quickstart import config as quickstart_config
 from reglab.widgets import Explorer
 
-STEP_SIZES = [0.0794, 0.126, 0.158, 0.2, 0.251]  # stops of the default log slider (0.1 decade apart)
-BURSTS = [(0.0316, 0.0398, 0.0501), (0.316, 0.398, 0.501), (0.631, 0.794, 1.0)]
+STEP_SIZES = [0.05, 0.2, 0.02, 0.01, 0.5]  # stops of the log slider (1, 2, 5 per decade)
+BURSTS = [(1e-4, 2e-4, 5e-4), (1e-3, 2e-3, 5e-3), (2.0, 5.0, 1.0)]
 FIRST_UPDATE_TARGET, REVISIT_TARGET = 0.5, 0.1
 
 
@@ -37,7 +40,8 @@ def main():
     train(cfg.replace(steps=5, eval_every=5), progress=False)  # warm up data and kernels
     baseline = bare_train(cfg)
 
-    ex = Explorer(cfg, headless=False)
+    ex = Explorer(cfg, chart=quickstart.chart, run=quickstart.explore, learned=quickstart.learned,
+                  presets=quickstart.PRESETS, headless=False)
     ex.widget  # builds the panel; runs the initial config
     assert ex.wait(120), "the initial run did not finish"
 

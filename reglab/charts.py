@@ -118,37 +118,77 @@ def up_to_divergence(frame: pd.DataFrame) -> pd.DataFrame:
 # builders
 
 
+def pretty(name: str) -> str:
+    """A metric's shown name: "train_acc" -> "train accuracy", "zero_grad_frac" -> "zero grad frac"."""
+    return " ".join(PRETTY.get(w, w) for w in str(name).split("_"))
+
+
+PRETTY = {"acc": "accuracy", "frac": "fraction", "norm": "norm"}
+_PRETTY_EXPR = "replace(replace(datum.label, /_acc$/, ' accuracy'), /_/g, ' ')"  # the same, in Vega
+
+
+def _is_accuracy(metrics) -> bool:
+    return bool(metrics) and all(str(m).endswith(("_acc", "accuracy")) for m in metrics)
+
+
+def _by_split(metrics) -> bool:
+    splits = [str(m).split("_")[0] for m in metrics]
+    return len(metrics) > 1 and set(splits) <= {"train", "test"} and len(set(splits)) == len(splits)
+
+
 def curves(frame: pd.DataFrame, metric: str | Sequence[str] | None = None, *, color: str | None = None,
            log_x: bool = False, log_y: bool = False, title: str | None = None, x: str = "step",
            y_title: str | None = None, width: int = WIDTH, height: int = HEIGHT) -> alt.LayerChart | alt.Chart:
     """Lines of value against step, one per run (and per metric, and per label when comparing).
 
     metric: one name, a list, or None for every metric in the frame. color: the field that colours
-    the lines; default `metric` when several metrics are drawn, else `label` or `run` when they vary.
-    Earlier runs (`current` False) are faded; a run with `diverged_at` is drawn up to that step and
-    marked "diverged at step k".
+    the lines; default `label` when the frame compares several labelled runs (the metrics then differ
+    by dash), else `metric` when several metrics are drawn, else `run` when runs vary. Axes hold still
+    while rows stream: x spans the frame's `budget` column (the run's step budget) when present, an
+    accuracy spans 0–1. Earlier runs (`current` False) are faded; a run with `diverged_at` is drawn up
+    to that step and marked "diverged at step k".
     """
     metrics = list(frame["metric"].unique()) if metric is None else [metric] if isinstance(metric, str) else list(metric)
     rows = up_to_divergence(frame[frame["metric"].isin(metrics)])
     if log_y:
         rows = rows[rows["value"] > 0]
+    dash = None
     if color is None:
-        color = "metric" if len(metrics) > 1 else next(
-            (f for f in ("label", "run") if f in rows.columns and rows[f].nunique() > 1), None)
-    x_scale = alt.Scale(type="symlog") if log_x else alt.Undefined
-    y_scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
-    tooltip = [alt.Tooltip(f"{f}:N") for f in _series(rows)] + [alt.Tooltip(f"{x}:Q"), alt.Tooltip("value:Q", format=".4g")]
+        compared = "label" in rows.columns and rows["label"].nunique() > 1
+        color = "label" if compared else "metric" if len(metrics) > 1 else next(
+            (f for f in ("run",) if f in rows.columns and rows[f].nunique() > 1), None)
+        dash = "metric" if compared and len(metrics) > 1 else None
+    x_domain = alt.Undefined
+    if x == "step" and "budget" in frame.columns and frame["budget"].notna().any():
+        x_domain = [0, float(frame["budget"].max())]
+    x_scale = alt.Scale(type="symlog", domain=x_domain) if log_x else alt.Scale(domain=x_domain, nice=False) \
+        if x_domain is not alt.Undefined else alt.Undefined
+    y_scale = alt.Scale(type="log") if log_y else alt.Scale(domain=[0, 1]) if _is_accuracy(metrics) else alt.Scale(zero=False)
+    tooltip = [alt.Tooltip(f"{f}:N", title="run" if f == "label" else f) for f in _series(rows)] + [
+        alt.Tooltip(f"{x}:Q"), alt.Tooltip("value:Q", format=".4g")]
+    default_title = pretty(metrics[0]) if len(metrics) == 1 else "accuracy" if _is_accuracy(metrics) else \
+        "loss" if all(str(m).endswith("loss") for m in metrics) else ", ".join(map(pretty, metrics))
     encoding = dict(
         x=alt.X(f"{x}:Q", title=x, scale=x_scale),
-        y=alt.Y("value:Q", title=y_title or (metrics[0] if len(metrics) == 1 else "value"), scale=y_scale),
-        detail=[alt.Detail(f"{f}:N") for f in _series(rows, exclude=[color] if color else [])],
+        y=alt.Y("value:Q", title=y_title or default_title, scale=y_scale),
+        detail=[alt.Detail(f"{f}:N") for f in _series(rows, exclude=[c for c in (color, dash) if c])],
         tooltip=tooltip,
     )
     if color:
-        encoding["color"] = alt.Color(f"{color}:N", title=color)
+        legend = alt.Legend(labelExpr=_PRETTY_EXPR, labelLimit=220) if color == "metric" else alt.Legend(labelLimit=260)
+        encoding["color"] = alt.Color(f"{color}:N", title="run" if color == "label" else None if color == "metric" else color,
+                                      legend=legend)
+    if dash:
+        encoding["strokeDash"] = alt.StrokeDash(f"{dash}:N", title=None, legend=alt.Legend(labelExpr=_PRETTY_EXPR))
     if "current" in rows.columns and not rows["current"].all():
         encoding["opacity"] = alt.condition("datum.current", alt.value(1.0), alt.value(FADED))
-    lines = alt.Chart(inline(rows)).mark_line().encode(**encoding)
+    lines = alt.Chart(inline(rows))
+    if color == "metric" and _by_split(metrics):  # one colour per split on every chart: train is train everywhere
+        lines = lines.transform_calculate(split="split(datum.metric, '_')[0]")
+        encoding["color"] = alt.Color("split:N", title=None, scale=alt.Scale(domain=["train", "test"]))
+        encoding["detail"] = [*encoding["detail"], alt.Detail("metric:N")]
+    first = len(rows) and rows["step"].nunique() == 1  # a run's first evaluation: points, not an empty chart
+    lines = (lines.mark_point(filled=True, size=40) if first else lines.mark_line()).encode(**encoding)
     marks = diverged_marks(frame, metrics[0], x=x)
     chart = lines if marks is None else alt.layer(lines, marks)
     return chart.properties(width=width, height=height, **({"title": title} if title else {}))
@@ -164,7 +204,7 @@ def diverged_marks(frame: pd.DataFrame, metric: str, x: str = "step") -> alt.Lay
     last = rows.sort_values(x).groupby(_series(rows, exclude=["metric"]) or ["metric"], as_index=False).last()
     last["note"] = [f"diverged at step {int(k)}" for k in last["diverged_at"]]
     base = alt.Chart(inline(last)).encode(x=f"{x}:Q", y="value:Q")
-    cross = base.mark_point(shape="cross", size=90, color=DIVERGED_COLOR, filled=True)
+    cross = base.mark_point(shape="cross", size=90, color=DIVERGED_COLOR, filled=True).encode(tooltip=["note:N"])
     text = base.mark_text(align="left", dx=7, dy=-7, color=DIVERGED_COLOR, fontWeight="bold").encode(text="note:N")
     return alt.layer(cross, text)
 
@@ -274,6 +314,82 @@ def note(chart, text: str, color: str = DIVERGED_COLOR) -> alt.VConcatChart:
     line = alt.Chart({"values": [{"note": text}]}).mark_text(align="left", color=color, fontWeight="bold",
                                                                   fontSize=13).encode(text="note:N", x=alt.value(0))
     return alt.vconcat(chart, line.properties(height=16, width=10, view=alt.ViewBackground(stroke=None)))
+
+
+def estimated_width(chart, legend: bool = True) -> float:
+    """About how many pixels a chart takes across: its views' widths, the spacing between them, a y axis
+    each and, where a colour or dash legend sits at the right, one legend (a concatenation shares it)."""
+    side = 130 if legend and _has_side_legend(chart) else 0
+    spacing = 20 if getattr(chart, "spacing", alt.Undefined) is alt.Undefined else chart.spacing
+    if isinstance(chart, alt.HConcatChart):
+        return sum(estimated_width(c, False) for c in chart.hconcat) + spacing * (len(chart.hconcat) - 1) + side
+    if isinstance(chart, alt.ConcatChart):
+        cols = chart.columns if chart.columns is not alt.Undefined else len(chart.concat)
+        widths = [estimated_width(c, False) for c in chart.concat]
+        return max((sum(widths[i:i + cols]) + spacing * (cols - 1) for i in range(0, len(widths), max(cols, 1))),
+                   default=0) + side
+    if isinstance(chart, alt.VConcatChart):
+        return max((estimated_width(c, False) for c in chart.vconcat), default=0) + side
+    width = chart.width if isinstance(getattr(chart, "width", None), (int, float)) else WIDTH
+    return width + 60 + side
+
+
+def _has_side_legend(chart) -> bool:
+    for attr in ("layer", "hconcat", "vconcat", "concat"):
+        parts = getattr(chart, attr, alt.Undefined)
+        if parts is not alt.Undefined:
+            return any(_has_side_legend(c) for c in parts)
+    enc = getattr(chart, "encoding", alt.Undefined)
+    if enc is alt.Undefined:
+        return False
+    for channel in ("color", "strokeDash", "shape", "size", "opacity"):
+        e = getattr(enc, channel, alt.Undefined)
+        if e is alt.Undefined or not hasattr(e, "to_dict"):
+            continue
+        d = e.to_dict()
+        if "field" in d and d.get("legend", {}) is not None and (d.get("legend") or {}).get("orient", "right") in ("right", "left"):
+            return True
+    return False
+
+
+def fit(chart, width: float = 940):
+    """The chart rearranged to fit `width` pixels across: a row of charts too wide wraps into rows
+    (a grid with as many columns as fit), inside rows and columns alike; one chart too wide shrinks."""
+    if isinstance(chart, alt.VConcatChart):
+        chart = chart.copy(deep=False)
+        chart.vconcat = [fit(c, width) for c in chart.vconcat]
+        return chart
+    if isinstance(chart, (alt.HConcatChart, alt.ConcatChart)):
+        parts = list(chart.hconcat if isinstance(chart, alt.HConcatChart) else chart.concat)
+        if estimated_width(chart) <= width:
+            return chart
+        spacing = 20 if chart.spacing is alt.Undefined else chart.spacing
+        side = 130 if _has_side_legend(chart) else 0
+        parts = [fit(c, width - side) for c in parts]
+        widths = [estimated_width(c, False) for c in parts]
+        columns = len(parts)
+        while columns > 1 and max(sum(widths[i:i + columns]) + spacing * (columns - 1)
+                                  for i in range(0, len(widths), columns)) + side > width:
+            columns -= 1
+        out = alt.concat(*parts, columns=columns, spacing=spacing)
+        for key in ("title", "resolve", "config", "data"):
+            value = getattr(chart, key, alt.Undefined)
+            if value is not alt.Undefined:
+                setattr(out, key, value)
+        return out
+    if isinstance(chart, (alt.Chart, alt.LayerChart)) and estimated_width(chart) > width:
+        extra = estimated_width(chart) - (chart.width if isinstance(getattr(chart, "width", None), (int, float)) else WIDTH)
+        return chart.properties(width=max(120, int(width - extra)))
+    return chart
+
+
+def caption(chart, lines: Sequence[str]):
+    """The chart with lines of small grey text under it (the explorer's exports carry their settings)."""
+    rows = [{"i": i, "line": t} for i, t in enumerate(lines)]
+    text = alt.Chart({"values": rows}).mark_text(align="left", baseline="top", fontSize=10, color="#57606a").encode(
+        text="line:N", x=alt.value(0), y=alt.Y("i:O", axis=None)).properties(
+        width=max(200, int(estimated_width(chart)) - 60), height=14 * len(rows), view=alt.ViewBackground(stroke=None))
+    return alt.vconcat(chart, text, spacing=6)
 
 
 def fade_previous(chart, field: str = "current", opacity: float = FADED):

@@ -61,23 +61,27 @@ def test_slider_value_gives_config_and_run():
     ex = explorer(rec)
     try:
         assert rec.configs[-1] == TINY
-        ex.inputs["step_size"].value = 0.3
-        assert ex.config.step_size == pytest.approx(0.3)
+        assert ex.inputs["step_size"].options[ex.inputs["step_size"].index - 1:][:3] == (("0.05", 0.05), ("0.1", 0.1), ("0.2", 0.2))
+        ex.inputs["step_size"].value = 0.2  # log sliders stop at 1, 2, 5 per decade: the value used is exact
+        assert ex.config.step_size == 0.2 and ex.readouts["step_size"].value == "0.2"
         assert ex.wait(10)
-        assert rec.configs[-1].step_size == pytest.approx(0.3)
+        assert rec.configs[-1].step_size == 0.2
         assert rec.configs[-1].replace(step_size=TINY.step_size) == TINY  # nothing else changed
         assert ex.session.current.config == ex.config and ex.session.current.status == "done"
         assert set(ex.frame["label"]) == {label(ex.config, ex.names)}
         assert ex.stamp_text.value == ex.config.to_text()
         # the batch-size selection: index -> value, "full batch" is None
         ex.inputs["batch_size"].value = len(ex.specs["batch_size"].options) - 1
-        assert ex.wait(10) and rec.configs[-1].batch_size is None
+        assert ex.wait(10) and rec.configs[-1].batch_size is None and ex.readouts["batch_size"].value == "full batch (200)"
         # weight decay exactly 0 through its checkbox
         assert ex.offs["weight_decay"].value  # TINY has no decay: "λ = 0" is ticked
+        assert ex.readouts["weight_decay"].value == "0"  # the readout shows the value used, not the slider's rest
         ex.inputs["weight_decay"].value = 1e-3  # moving the slider unticks it
         assert ex.wait(10) and rec.configs[-1].weight_decay == pytest.approx(1e-3) and not ex.offs["weight_decay"].value
+        assert ex.readouts["weight_decay"].value == "0.001"
         ex.offs["weight_decay"].value = True
         assert ex.wait(10) and ex.session.current.config.weight_decay == 0.0  # visited before: from the cache
+        assert ex.readouts["weight_decay"].value == "0"
     finally:
         ex.close()
 
@@ -114,16 +118,42 @@ def test_new_value_cancels_the_running_one():
         ex.close()
 
 
-def test_stop_button_keeps_partial_curve():
+def test_stop_holds_the_run_and_continue_resumes_it():
     rec = Recorder(slow={0.3})
     ex = explorer(rec, config=TINY.replace(steps=100, eval_every=5))
     try:
         ex.set(step_size=0.3)
         time.sleep(0.3)
-        ex.stop_button.click()
+        ex.stop_button.click()  # stop: held at the next evaluation, drawn
         assert ex.wait(10)
-        assert ex.session.current.status == "stopped" and "stopped at step" in ex.status_label.value
-        assert ex.session.current.key not in ex.session.cache
+        held = ex.session.current
+        assert held.status == "paused" and "paused at step" in ex.status_label.value and held.key not in ex.session.cache
+        assert ex.stop_button.description == "continue"
+        calls = len(rec.configs)
+        ex.step_button.click()  # one evaluation further, held again
+        assert ex.wait(10) and ex.session.current.step == held.step + 5 and ex.session.current.status == "paused"
+        ex.stop_button.click()  # continue: the same run goes on from the same weights
+        assert ex.wait(10)
+        assert len(rec.configs) == calls and ex.session.current.status == "done"
+        assert ex.session.current.key in ex.session.cache and ex.session.current.frame["step"].max() == 100
+        ex.set(step_size=0.2)  # a new value releases nothing: the held run is gone, the new one runs
+        assert ex.wait(10) and ex.session.current.status == "done"
+        ex.reset_button.click()  # back to the starting settings
+        assert ex.wait(10) and ex.config == TINY.replace(steps=100, eval_every=5) and ex.readouts["step_size"].value == "0.1"
+    finally:
+        ex.close()
+
+
+def test_a_cancelled_run_can_be_run_again():
+    rec = Recorder(slow={0.3})
+    ex = explorer(rec, config=TINY.replace(steps=100, eval_every=5))
+    try:
+        ex.set(step_size=0.3)
+        time.sleep(0.3)
+        ex.stop()
+        assert ex.wait(10) and ex.session.current.status == "stopped" and ex.stop_button.description == "run"
+        ex.stop_button.click()
+        assert ex.wait(10) and ex.session.current.status == "done" and ex.session.current.config.step_size == 0.3
     finally:
         ex.close()
 
@@ -142,14 +172,17 @@ def test_bad_typed_values_are_refused_with_the_config_message(typed, expected):
     assert ex.config == before
 
 
-def test_out_of_range_values_are_clamped_with_a_message():
+def test_out_of_range_values_are_refused_with_a_message_and_stamps_clamped():
     ex = Explorer(TINY, n_train=200, headless=False)
     [m1] = ex.set(step_size=50)
-    assert ex.config.step_size == 10.0 and "above this control's range" in m1 and "using 10" in m1
+    assert ex.config.step_size == TINY.step_size and "above this control's range" in m1 and "Keeping step_size = 0.1" in m1
     [m2] = ex.set(batch_size=37)
     assert ex.config.batch_size == 32 and "nearest option" in m2
     assert ex.set(weight_decay=0) == [] and ex.config.weight_decay == 0.0
     assert ex.set(rank=None) == [] and ex.config.rank is None
+    assert ex.set(step_size=0.3) == [] and ex.config.step_size == 0.3  # in range, off the grid: used exactly
+    [m3] = ex.restore(TINY.replace(step_size=50.0).to_text())
+    assert ex.config.step_size == 10.0 and "using 10" in m3
 
 
 def test_typed_box_and_stamp_show_messages_in_the_panel():
@@ -209,8 +242,12 @@ def test_divergence_is_labelled_and_reported():
         ex.set(step_size=5.0)
         assert ex.wait(10)
         assert ex.session.current.diverged_at == {0: 10}
-        assert "diverged at step 10" in ex.message_line.value and "diverged at step 10" in ex.status_label.value
-        assert "diverged at step 10" in str(ex.chart_widget.spec)
+        # one message (the line under the chart), one marker per chart (a cross whose tooltip says it)
+        assert ex.message_line.value.count("diverged at step 10") == 1 and ex.status_label.value == "diverged"
+        spec = ex.chart_widget.spec
+        assert "diverged at step 10" in str(spec) and "'text': {'field': 'note'" not in str(spec)
+        assert "'shape': 'cross'" in str(spec)
+        assert ex.frame["budget"].iloc[0] == TINY.steps  # the x axis spans the whole budget from the start
     finally:
         ex.close()
 
@@ -245,18 +282,36 @@ def test_compare_mode_keeps_faded_runs():
         ex.close()
 
 
-def test_export_png_svg_csv(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_export_png_svg_csv_carry_the_stamp(tmp_path):
+    import base64
+    import io
+    import re
+
     ex = explorer(Recorder())
     try:
-        png, svg, csv = (ex.export(k) for k in ("png", "svg", "csv"))
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.parent == tmp_path
-        assert "<svg" in svg.read_text()
-        assert set(pd.read_csv(csv).columns) >= {"run", "step", "metric", "value", "label"}
-        ex.export_buttons[0].click()
-        assert str(png) in ex.export_line.value
+        png, svg, csv = (ex.export(k, tmp_path / f"x.{k}") for k in ("png", "svg", "csv"))
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        stamp = ex.config.to_text()
+        svg_text = svg.read_text()
+        assert "<svg" in svg_text and stamp[:60] in html_unescape(svg_text)  # the caption names the settings
+        text = csv.read_text()
+        assert text.startswith("# ") and stamp[:60] in text
+        assert set(pd.read_csv(csv, comment="#").columns) >= {"run", "step", "metric", "value", "label"}
+        ex.export_buttons[2].click()  # the panel's button: a browser download of the CSV
+        link = ex.export_line.value
+        assert "download=" in link and ".csv" in link
+        data = base64.b64decode(re.search(r"base64,([^']+)", link).group(1)).decode()
+        assert data.startswith("# ") and stamp[:60] in data
+        ex.set(step_size=0.2)  # a new run clears the old link
+        assert ex.export_line.value == ""
     finally:
         ex.close()
+
+
+def html_unescape(text):
+    import html
+
+    return html.unescape(text)
 
 
 def test_preset_sets_hides_and_locks():
@@ -313,8 +368,9 @@ def test_extra_specs_for_theme_controls():
     base = RunConfig(data="modular", data_options={"p": 13}, loss="mse")
     ex = Explorer(base, run=Recorder(), n_train=100, headless=False, controls=("step_size",),
                   extra={"data_options.p": IntRange(7, 97), "loss": Choice(["mse", "ce"]), "steps": IntRange(100, 5000)})
-    assert ex.set(**{"data_options.p": 200}) == ["data_options.p = 200 is above this control's range [7, 97]; using 97."]
-    assert ex.config.data_options == {"p": 97}
+    assert ex.set(**{"data_options.p": 200}) == ["data_options.p = 200 is above this control's range [7, 97]. "
+                                                  "Keeping data_options.p = 13."]
+    assert ex.config.data_options == {"p": 13}
     assert ex.set(loss="ce") == [] and ex.config.loss == "ce"
     assert "one of" in ex.set(loss="hinge2")[0]
 
@@ -378,5 +434,73 @@ def test_presets_set_values_lock_and_hide_and_the_learned_view_is_drawn():
         with pytest.raises(ConfigError, match="No preset named 'nope'"):
             ex.apply_preset("nope")
         assert isinstance(ex.static_chart(), alt.VConcatChart)
+    finally:
+        ex.close()
+
+
+def test_log_sliders_stop_at_round_values_and_readouts_show_the_value_used():
+    from reglab.widgets.controls import round_grid, show_value
+
+    assert round_grid(1e-4, 10)[:4] == [1e-4, 2e-4, 5e-4, 1e-3] and 0.2 in round_grid(1e-4, 10)
+    assert round_grid(1e-3, 0.2, include=[0.15]) == [1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2]
+    decay = LogRange(1e-5, 1, off=0.0, off_label="λ = 0")
+    assert show_value(decay, 0.0) == "0" and show_value(decay, 0.2) == "0.2" and show_value(decay, 1.9953e-3) == "0.0019953"
+    assert show_value(IntRange(1, 16, off=None, off_label="full rank"), None) == "full"
+
+
+def test_the_set_box_takes_the_names_people_see():
+    from reglab.widgets.controls import FloatRange, aliases
+
+    specs = {"step_size": LogRange(1e-4, 10, label="step size η"),
+             "data_options.corrupt_fraction": FloatRange(0, 0.5, label="corrupted fraction")}
+    names = aliases(specs)
+    assert parse_assignments("corrupted fraction = 0.2, η=0.3", names) == {"data_options.corrupt_fraction": 0.2, "step_size": 0.3}
+    assert parse_assignments("step size=0.05 corrupt_fraction=0.1", names) == {"step_size": 0.05, "data_options.corrupt_fraction": 0.1}
+
+
+def test_a_refused_entry_does_not_restart_the_run_in_progress():
+    rec = Recorder(slow={0.3})
+    ex = explorer(rec, config=TINY.replace(steps=200, eval_every=5))
+    try:
+        ex.set(step_size=0.3)
+        deadline = time.time() + 5
+        while len(rec.configs) < 2 and time.time() < deadline:
+            time.sleep(0.01)
+        started, stop = ex.session.runs_started, rec.stops[-1]
+        ex.typed_text.value = "garbage"
+        ex.typed_text.value = "step_size=-1"
+        ex.readouts["step_size"].value = "-0.1"  # typed beside the slider: refused, not clamped to 0.0001
+        assert "(0, inf)" in ex.message_line.value and ex.readouts["step_size"].value == "0.3"
+        assert ex.session.runs_started == started and not stop.is_set()  # the run goes on
+        assert ex.typed_text.value == ""
+        ex.readouts["step_size"].value = "0.25"  # in range: used exactly
+        assert ex.config.step_size == 0.25 and stop.is_set()
+    finally:
+        ex.close()
+
+
+def test_batch_sizes_follow_the_data_size():
+    base = RunConfig(data="modular", data_options={"p": 31, "train_fraction": 0.5}, width=16, depth=1, steps=10,
+                     batch_size=256)
+    ex = Explorer(base, run=Recorder(), headless=False, extra={"data_options.p": IntRange(7, 97)})
+    n = ex.n_train
+    assert ex.specs["batch_size"].labels[-1] == f"full batch ({n})"
+    [message] = ex.set(**{"data_options.p": 13})
+    assert ex.n_train < n and ex.config.batch_size is None and "full batch" in message
+    assert ex.specs["batch_size"].labels[-1] == f"full batch ({ex.n_train})"
+    assert max(o for o in ex.specs["batch_size"].options if o) < ex.n_train
+
+
+def test_compare_labels_name_only_the_differing_setting_and_charts_fit_the_column():
+    rec = Recorder()
+    ex = explorer(rec, chart=lambda f, c: charts.row(*(charts.curves(f, m, title=m) for m in ("train_loss", "test_loss") * 2)))
+    try:
+        ex.compare_box.value = True
+        ex.set(step_size=0.2)
+        assert ex.wait(10)
+        assert set(ex.frame["label"]) == {"η=0.1", "η=0.2"}
+        spec = ex.chart_widget.spec
+        assert "concat" in spec and spec["columns"] < 4 and charts.estimated_width(ex.last_chart) <= 940
+        assert "'title': 'run'" in str(spec)  # the legend of the compared runs
     finally:
         ex.close()

@@ -10,10 +10,11 @@ A control is named by a RunConfig field ("step_size") or a key inside a dict fie
     Choice([1, 8, 32, None], labels=["1", "8", "32", "full batch"])
     Toggle()
 
-Every value a person types (a stamp, "step_size=3", a preset) goes through `resolve`: first the one
-validation path of reglab.config (a value the core refuses is refused with its ConfigError message),
-then the control's range (a value the core accepts but the slider cannot show is clamped, with a
-message saying so). Nothing here raises for a bad value.
+Every value a person types (a number beside a slider, "step_size=3" in the set box, a preset) goes
+through `resolve`: first the one validation path of reglab.config (a value the core refuses is refused
+with its ConfigError message), then the control's range (a value outside it is refused with a message
+naming the range; a restored stamp is clamped instead, with a message). Nothing here raises for a bad
+value. A log slider stops at round values (1, 2, 5 per decade, `round_grid`) plus any value typed in range.
 """
 from __future__ import annotations
 
@@ -61,14 +62,18 @@ class _Range:
         text = f"[{self.low:g}, {self.high:g}]"
         return text + (f" or {self.off!r}" if self.has_off else "")
 
-    def coerce(self, name: str, value) -> tuple[Any, str | None]:
-        """(value to use, message) — value is `None`-safe; raises ConfigError only to refuse."""
+    def coerce(self, name: str, value, clamp: bool = False) -> tuple[Any, str | None]:
+        """(value to use, message) — value is `None`-safe; raises ConfigError only to refuse (a value
+        outside the range is refused unless `clamp`, which uses the nearest end and says so)."""
         if self.has_off and (value is self.off or value == self.off):
             return self.off, None
         if not _is_number(value) or (self.kind is int and not float(value).is_integer()):
             raise ConfigError(f"The '{name}' control takes {'an int' if self.kind is int else 'a number'} "
                               f"in {self.describe()}. Got {value!r} instead.")
         value = self.kind(value)
+        if (value < self.low or value > self.high) and not clamp:
+            side = "below" if value < self.low else "above"
+            raise ConfigError(f"{name} = {value:g} is {side} this control's range {self.describe()}.")
         if value < self.low or value > self.high:
             clamped = self.kind(min(max(value, self.low), self.high))
             side = "below" if value < self.low else "above"
@@ -125,7 +130,7 @@ class Choice:
         i = self.options.index(value)
         return self.labels[i] if self.labels else "None" if value is None else str(value)
 
-    def coerce(self, name: str, value) -> tuple[Any, str | None]:
+    def coerce(self, name: str, value, clamp: bool = False) -> tuple[Any, str | None]:
         if value in self.options and not (isinstance(value, bool) and not any(isinstance(o, bool) for o in self.options)):
             return self.options[self.options.index(value)], None
         numbers = [o for o in self.options if _is_number(o) and o > 0]
@@ -142,10 +147,40 @@ class Toggle:
 
     label: str | None = None
 
-    def coerce(self, name: str, value) -> tuple[Any, str | None]:
+    def coerce(self, name: str, value, clamp: bool = False) -> tuple[Any, str | None]:
         if isinstance(value, bool):
             return value, None
         raise ConfigError(f"The '{name}' control takes True or False. Got {value!r} instead.")
+
+
+def round_grid(low: float, high: float, include=()) -> list:
+    """The stops of a log slider: 1, 2, 5 × 10^k within [low, high], both ends, and `include` (values
+    typed or restored in range, so the slider shows exactly the value used)."""
+    values = {float(low), float(high)}
+    for k in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1):
+        for m in (1, 2, 5):
+            v = float(f"{m}e{k}")
+            if low <= v <= high:
+                values.add(v)
+    values |= {float(v) for v in include if _is_number(v) and low <= v <= high}
+    return sorted(values)
+
+
+def show_value(spec, value) -> str:
+    """A control's readout: exactly the value used (4 significant digits are enough for the grid's
+    values; more when a typed value needs them), the off label's value ("0", "full") when off."""
+    if isinstance(spec, Choice):
+        return spec.text(value) if value in spec.options else _show(value)
+    if isinstance(spec, Toggle):
+        return "on" if value else "off"
+    if spec.has_off and (value is spec.off or value == spec.off):
+        return "full" if value is None else f"{value:g}"
+    if isinstance(value, float):
+        for digits in range(3, 17):
+            text = f"{value:.{digits}g}"
+            if float(text) == value:
+                return text
+    return str(value)
 
 
 Spec = LogRange | FloatRange | IntRange | Choice | Toggle
@@ -256,10 +291,11 @@ class Outcome:
     message: str | None = None
 
 
-def resolve(name: str, value, spec: Spec | None, base: RunConfig, values: dict, n_train: int | None) -> Outcome:
+def resolve(name: str, value, spec: Spec | None, base: RunConfig, values: dict, n_train: int | None,
+            clamp: bool = False) -> Outcome:
     """Check one typed value: the core's constraints first (reglab.config's validate_param, then
     validate on the whole config with the data size: refused with its ConfigError message), then the
-    control's range (clamped or snapped, with a message). Never raises."""
+    control's range (refused with a message naming it; with `clamp`, clamped with a message). Never raises."""
     try:
         field, key = _split(name)
         if not key:
@@ -269,7 +305,7 @@ def resolve(name: str, value, spec: Spec | None, base: RunConfig, values: dict, 
         validate(config_for(base, {**values, name: value}), n_train=n_train)  # batch ≤ n, rank ≤ width...
         message = None
         if spec is not None:
-            value, message = spec.coerce(name, value)
+            value, message = spec.coerce(name, value, clamp=clamp)
             validate(config_for(base, {**values, name: value}), n_train=n_train)
         return Outcome(name, value, True, message)
     except ConfigError as err:
@@ -282,9 +318,14 @@ def _show(value) -> str:
     return "full" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def label(config: RunConfig, names: Sequence[str]) -> str:
-    """Short description of a config by its control values: "η=0.1 · B=32 · λ=0 · r=full"."""
-    return " · ".join(f"{SYMBOLS.get(n, n.removeprefix('data_options.'))}={_show(get_value(config, n))}" for n in names)
+def label(config: RunConfig, names: Sequence[str], specs: dict | None = None) -> str:
+    """Short description of a config by its control values: "η=0.1 · B=32 · λ=0 · r=full" (a control
+    without a symbol by its shown label, e.g. "corrupted fraction=0.2", when `specs` are given)."""
+    def name_of(n):
+        shown = getattr((specs or {}).get(n), "label", None)
+        return SYMBOLS.get(n) or shown or n.removeprefix("data_options.")
+
+    return " · ".join(f"{name_of(n)}={_show(get_value(config, n))}" for n in names)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,8 +336,28 @@ _PAIR = re.compile(r"([A-Za-z_][\w.]*)\s*=\s*(\[[^\]]*\]|\{[^}]*\}|'[^']*'|\"[^\
 _WORDS = {"none": None, "full": None, "null": None, "true": True, "false": False}
 
 
-def parse_assignments(text: str) -> dict:
-    """{"step_size": 0.3, "batch_size": None} from "step_size=0.3 batch_size=full" (ConfigError if none)."""
+def aliases(specs: dict) -> dict:
+    """{name a person may type (lower case): control name}: the field name, its key without
+    "data_options.", the control's label as shown ("corrupted fraction"), the label without its symbol
+    ("step size") and the symbol alone ("η")."""
+    out = {}
+    for name, spec in specs.items():
+        words = [name, name.split(".")[-1], SYMBOLS.get(name, "")]
+        shown = getattr(spec, "label", None) or ""
+        if shown:
+            words += [shown, re.sub(r"\s+\S$", "", shown) if len(shown.split()) > 1 and len(shown.split()[-1]) == 1 else shown]
+        for w in words:
+            if w:
+                out.setdefault(w.lower(), name)
+    return out
+
+
+def parse_assignments(text: str, names: dict | None = None) -> dict:
+    """{"step_size": 0.3, "batch_size": None} from "step_size=0.3 batch_size=full" (ConfigError if none).
+    names: aliases (see `aliases`), so "corrupted fraction = 0.2" or "η=0.3" work too."""
+    for alias, name in sorted((names or {}).items(), key=lambda kv: -len(kv[0])):
+        if alias != name.lower():
+            text = re.sub(r"(?<![\w.])" + re.escape(alias) + r"(?=\s*=)", name, text, flags=re.IGNORECASE)
     pairs = _PAIR.findall(text)
     if not pairs:
         raise ConfigError(f"Type a config stamp (reglab:{{...}}) or name=value pairs such as step_size=0.05. Got {text!r} instead.")

@@ -8,6 +8,16 @@ frame (run, step, metric, value, plus label/current/diverged_at, see reglab.char
 cancels the running training and starts the new one after a short debounce; the chart redraws while
 rows stream in; finished runs are cached by config hash so a revisit redraws at once.
 
+One source of truth: `self.values` (control name -> value used). Every widget shows it (the slider, a
+readout that is exactly the value, the "off" checkbox), the stamp is made from it, and every change,
+from a slider, a typed number, the set box, a stamp or a preset, goes through `set`/`restore`, which
+refuse what they cannot use with a message and start a run only when the config actually changed.
+The layout fits a ~960 px notebook column or a Voilà page (`charts.fit` wraps wide rows of charts).
+Run controls: stop holds the run at its next evaluation (continue resumes it from the same weights),
+step runs to the next evaluation and holds, reset goes back to the starting settings. Presets are
+named guided scenarios (a question, values, locked and hidden controls) in a chooser at the top.
+Exports are browser downloads whose image caption and CSV header carry the settings stamp.
+
 Headless (REGLAB_HEADLESS set, or no kernel) `show()` draws one static PNG and creates no widgets.
 
 The pure logic lives in controls.py (specs, clamping, config from values) and session.py (worker,
@@ -15,8 +25,10 @@ cancellation, cache); this file is the widget plumbing.
 """
 from __future__ import annotations
 
+import base64
 import html
 import math
+import re
 import threading
 from pathlib import Path
 from typing import Callable
@@ -28,11 +40,14 @@ from reglab import charts
 from reglab.config import ConfigError, RunConfig, validate
 from reglab.theme import Param
 
-from .controls import (COMMON, NO_OFF, Choice, FloatRange, IntRange, LogRange, Toggle, config_for, default_spec,
-                       get_value, label, parse_assignments, resolve, spec_for)
+from .controls import (COMMON, NO_OFF, Choice, FloatRange, IntRange, LogRange, Toggle, aliases, batch_options,
+                       config_for, default_spec, get_value, label, parse_assignments, resolve, round_grid, show_value,
+                       spec_for)
 from .session import LiveRun, Session, normalize
 
 MAX_KEPT = 6  # earlier runs kept as faded lines in compare mode
+PANEL_WIDTH = 940  # px: a Jupyter notebook column or a Voilà page is ~960–1000 px
+LABEL_WIDTH, SLIDER_WIDTH, READOUT_WIDTH = "190px", "300px", "130px"
 COLORS = {"info": "#555", "warn": "#b9770e", "error": "#c0392b"}
 
 
@@ -49,17 +64,22 @@ def default_chart(frame: pd.DataFrame, config: RunConfig):
     return charts.curves(frame, losses or None, log_y=bool(losses), title="loss")
 
 
-def view_frame(current: LiveRun, kept: list, names) -> pd.DataFrame:
-    """The frame a chart gets: the current result plus the kept ones, with `label` (the control values),
-    `current` (False for kept runs) and `diverged_at`; kept runs get run ids after the current ones so
-    that a spec's `detail="run:N"` still separates every line."""
+def view_frame(current: LiveRun, kept: list, names, specs: dict | None = None) -> pd.DataFrame:
+    """The frame a chart gets: the current result plus the kept ones, with `label` (the control values;
+    when comparing, only those that differ between the runs shown, e.g. "η=0.2"), `current` (False for
+    kept runs), `diverged_at` and `budget` (the step budget: the x axis spans it from the start); kept
+    runs get run ids after the current ones so that a spec's `detail="run:N"` still separates every line."""
+    results = [current, *kept]
+    differ = [n for n in names if len({repr(get_value(r.config, n)) for r in results}) > 1]
+    budget = max(r.config.steps for r in results)
     parts, offset = [], 0
     for result, is_current in [(current, True), *((k, False) for k in kept)]:
         f = result.frame.copy()
         f["diverged_at"] = f["run"].map(result.diverged_at).astype(float)
         f["run"] = f["run"] + offset
-        f["label"] = label(result.config, names)
+        f["label"] = label(result.config, differ if kept else names, specs)
         f["current"] = is_current
+        f["budget"] = budget
         offset = int(f["run"].max()) + 1 if len(f) else offset
         parts.append(f)
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
@@ -73,9 +93,11 @@ class Explorer:
     through `on_eval(rows, step)` and returning soon after `stop` (a threading.Event) is set; default
     `reglab.train(config, on_eval=on_eval, stop=stop, progress=False)` (a custom run should also keep
     tqdm quiet). A returned frame reports divergence in a `diverged_at` column (a Run in its summary).
-    controls: common controls shown, by name. extra: {name: spec} for theme controls ("steps",
+    controls: common controls shown, by name. extra: {name: spec or Param} for theme controls ("steps",
     "data_options.p", ...) or to override a common control's spec. preset: values to set, plus
-    "hide": [names] and "lock": [names]. n_train: the training set size (default: from the data).
+    "hide": [names] and "lock": [names]. presets: {name: {"question", "values", "lock", "hide"}}, offered
+    in a chooser. learned: `(frame, config) -> chart` of what the model learned, drawn under the curves.
+    n_train: the training set size (default: from the data, followed when a control changes it).
     initial: a Run or tidy frame of `config` already computed (drawn without training; used headless).
     debounce, redraw_every: seconds. headless: force the static mode (default: REGLAB_HEADLESS or no kernel).
     """
@@ -102,6 +124,7 @@ class Explorer:
         self.lock = threading.RLock()
         self.session = Session(self.run_fn, self, debounce=debounce, redraw_every=redraw_every, lock=self.lock)
         self.values = {n: get_value(config, n) for n in self.names}
+        self._initial_values = dict(self.values)
         self.compare = False
         self.kept: list[LiveRun] = []
         self.status = ""
@@ -110,11 +133,15 @@ class Explorer:
         self.last_frame: pd.DataFrame | None = None
         self.inputs: dict = {}  # name -> the control's value widget (built on first display)
         self.offs: dict = {}  # name -> its "off" checkbox
+        self.readouts: dict = {}  # name -> the text box beside the slider: the value used, typed values
         self.rows: dict = {}  # name -> the control's row (hidden by a preset's "hide")
-        self._n_train = n_train
+        self.preset_name: str | None = None
+        self._fixed_n = n_train
+        self._n_cache: dict = {}
         self._specs = None
         self._panel = None
         self._syncing = False
+        self._requested: str | None = None  # hash of the config last asked of the session
         preset = dict(preset or {})
         self.hidden = set(preset.pop("hide", ()))
         self.locked = set(preset.pop("lock", ()))
@@ -125,19 +152,25 @@ class Explorer:
     # -- plain state ---------------------------------------------------------------------------
     @property
     def n_train(self) -> int:
-        if self._n_train is None:
-            if self.base.n_train is not None:
-                self._n_train = self.base.n_train
-            else:
-                from reglab.data import make_dataset
+        """The training-set size of the config the controls describe (follows p, a train fraction…)."""
+        if self._fixed_n is not None:
+            return self._fixed_n
+        cfg = config_for(self.base, {n: v for n, v in self.values.items() if n.split(".")[0] in
+                                     ("data", "n_train", "data_seed", "data_options") and not ("." in n and v is None)})
+        if cfg.n_train is not None:
+            return cfg.n_train
+        key = (cfg.data, cfg.data_seed, repr(sorted(cfg.data_options.items())))
+        if key not in self._n_cache:
+            from reglab.data import make_dataset
 
-                self._n_train = make_dataset(self.base.data, None, self.base.data_seed, **self.base.data_options).n_train
-        return self._n_train
+            self._n_cache[key] = make_dataset(cfg.data, None, cfg.data_seed, **cfg.data_options).n_train
+        return self._n_cache[key]
 
     @property
     def specs(self) -> dict:
         if self._specs is None:
             self._specs = {n: self.extra.get(n) or default_spec(n, self.base, self.n_train) for n in self.names}
+            self._specs_n = self.n_train
         return self._specs
 
     @property
@@ -156,7 +189,8 @@ class Explorer:
 
     def set(self, **values) -> list:
         """Set controls (or other RunConfig fields) by name; returns the messages shown. A value the core
-        refuses is refused with its ConfigError message, one outside a slider's range is clamped."""
+        refuses, or one outside its control's range, is refused with a message and the old value kept;
+        a run starts only when the config changed."""
         with self.lock:
             messages, fields = [], {}
             for name, value in values.items():
@@ -175,21 +209,44 @@ class Explorer:
                     messages.append(outcome.message)
             if fields:
                 self.base = config_for(self.base, fields)
+            messages += self._follow_data_size()
             self._say(messages, "warn")
             self._sync_widgets()
         self._request()
         return messages
 
+    def _follow_data_size(self) -> list:
+        """After p or a train fraction changed the training-set size: the batch-size control offers the
+        sizes of the new data, and a batch larger than it becomes the full batch (said so)."""
+        if self._specs is None or self.n_train == getattr(self, "_specs_n", None):
+            return []
+        n, messages = self.n_train, []
+        self._specs_n = n
+        if "batch_size" in self.names and "batch_size" not in self.extra:
+            b = self.values["batch_size"]
+            if b is not None and b >= n:
+                self.values["batch_size"] = None
+                messages.append(f"batch size {b} is not below the {n} training examples now; using the full batch.")
+            self._specs["batch_size"] = batch_options(n, self.values["batch_size"])
+        return messages
+
     def restore(self, text: str) -> list:
-        """Restore the view from a config stamp (RunConfig.to_text); a bad stamp is refused with a message."""
+        """Restore the view from a config stamp (RunConfig.to_text); a bad stamp is refused with a message,
+        a value outside a control's range is clamped with one."""
         with self.lock:
             try:
                 cfg = RunConfig.from_text(text)
-                validate(cfg, n_train=self.n_train)
                 other = [f for f in STRUCTURE if f not in self.names and getattr(cfg, f) != getattr(self.base, f)]
                 if other:
                     raise ConfigError(f"This stamp is for another panel: it changes {', '.join(other)}, which this "
                                       f"explorer keeps fixed ({', '.join(f'{f}={getattr(self.base, f)!r}' for f in other)}).")
+                old = self.values
+                self.values = {n: get_value(cfg, n) for n in self.names}
+                try:
+                    n = self.n_train
+                finally:
+                    self.values = old
+                validate(cfg, n_train=n)
             except ConfigError as err:
                 return self._say([f"{err} The view is unchanged."], "error")
             except Exception as err:  # JSON that is not an object of RunConfig fields
@@ -201,7 +258,7 @@ class Explorer:
                     if get_value(cfg, name) != self.values[name]:
                         messages.append(f"{name} is locked in this panel; keeping {name} = {self.values[name]!r}.")
                     continue
-                outcome = resolve(name, get_value(cfg, name), self.specs[name], cfg, {}, self.n_train)
+                outcome = resolve(name, get_value(cfg, name), self.specs[name], cfg, {}, n, clamp=True)
                 values[name] = outcome.value if outcome.accepted else self.values[name]
                 if outcome.message:
                     messages.append(outcome.message)
@@ -209,24 +266,68 @@ class Explorer:
             if fields:
                 messages.append(f"The stamp also sets {', '.join(sorted(fields))} (not controls of this panel).")
             self.base, self.values = cfg, values
+            messages += self._follow_data_size()
             self._say(messages or ["Restored."], "info" if not messages else "warn")
             self._sync_widgets()
         self._request()
         return messages
 
-    def apply_preset(self, name: str) -> list:
-        """Set a named preset's values and lock / hide the controls it names; returns the messages."""
-        if name not in self.presets:
+    def apply_preset(self, name: str | None) -> list:
+        """Set a named preset's values and lock / hide the controls it names (None: free exploration,
+        every control unlocked and shown); returns the messages."""
+        if name is not None and name not in self.presets:
             raise ConfigError(f"No preset named {name!r}; presets: {', '.join(self.presets) or 'none'}.")
-        preset = dict(self.presets[name])
-        self.hidden, self.locked = set(preset.get("hide", ())), set(preset.get("lock", ()))
-        return self.set(**preset.get("values", {}))
+        preset = dict(self.presets[name]) if name is not None else {}
+        with self.lock:
+            self.preset_name = name
+            self.hidden, self.locked = set(preset.get("hide", ())), set(preset.get("lock", ()))
+            self._apply_access()
+            if self._panel is not None:
+                self._syncing = True
+                try:
+                    self.preset_box.value = name or FREE
+                finally:
+                    self._syncing = False
+                self.question.value = (f"<b>{html.escape(name)}</b> — {html.escape(preset.get('question', ''))}"
+                                       if name else "")
+        messages = self.set(**preset.get("values", {}))
+        return messages
+
+    def reset(self) -> list:
+        """Back to the starting settings (the notebook's own run, drawn from the cache)."""
+        with self.lock:
+            self.base = self._initial_config
+            self.values = {n: v for n, v in self._initial_values.items()}
+            self._follow_data_size()
+            self._say(["Back to the starting settings."], "info")
+            self._sync_widgets()
+        self._request()
+        return []
 
     def stop(self) -> None:
+        """Cancel the current run (what it drew stays, marked stopped)."""
         self.session.stop()
 
+    def pause(self) -> bool:
+        """Hold the run at its next evaluation (`resume` continues it from the same weights)."""
+        return self.session.pause()
+
+    def resume(self) -> bool:
+        """Continue a held run; a stopped one (cancelled) is run again from step 0."""
+        if self.session.resume():
+            return True
+        current = self.session.current
+        if current is not None and current.status == "stopped":
+            self._request(force=True)
+            return True
+        return False
+
+    def step(self) -> bool:
+        """Run to the next evaluation (config.eval_every steps) and hold there."""
+        return self.session.advance()
+
     def wait(self, timeout: float | None = 60) -> bool:
-        """Block until the current view is fully drawn (for scripts and tests)."""
+        """Block until the current view is fully drawn, or held (for scripts and tests)."""
         return self.session.wait(timeout)
 
     def close(self) -> None:
@@ -234,60 +335,89 @@ class Explorer:
         if self._panel is not None:
             self._panel.close()
 
-    def export(self, kind: str = "png", path=None) -> Path | None:
-        """Write the chart (png, svg) or the run data (csv) to `path`, by default reglab-<hash>.<kind>
-        in the working directory; the path is shown in the panel."""
+    def export(self, kind: str = "png", path=None) -> Path | bytes | None:
+        """The chart (png, svg) or the run data (csv), its settings stamp in the image's caption and in the
+        CSV's header (lines starting with #). With `path`: written there, the path returned. Without (the
+        panel's buttons): the bytes, offered in the panel as a browser download."""
         with self.lock:
             current = self.session.current
             chart, frame = self.last_chart, self.last_frame
         if current is None or chart is None:
             self._say(["Nothing to export yet."], "warn")
             return None
-        target = Path(path or f"reglab-{current.key}.{kind}").resolve()
+        lines = self._caption_lines(current.config)
         try:
             if kind == "png":
-                charts.to_png(chart, target)
+                data = charts.to_png(charts.caption(chart, lines))
             elif kind == "svg":
-                charts.to_svg(chart, target)
+                data = charts.to_svg(charts.caption(chart, lines)).encode()
             elif kind == "csv":
-                frame.to_csv(target, index=False)
+                data = ("".join(f"# {line}\n" for line in lines) + frame.to_csv(index=False)).encode()
             else:
                 raise ConfigError(f"export takes kind 'png', 'svg' or 'csv'. Got {kind!r} instead.")
         except Exception as err:
             self._say([f"Export failed: {err}"], "error")
             return None
+        name = f"reglab-{_slug(label(current.config, self.names))}-{current.key[:8]}.{kind}"
+        if path is not None:
+            target = Path(path).resolve()
+            target.write_bytes(data)
+            if self._panel is not None:
+                self.export_line.value = f"Saved <code>{html.escape(str(target))}</code>"
+            return target
         if self._panel is not None:
-            self.export_line.value = f"Saved <code>{html.escape(str(target))}</code>"
-        return target
+            mime = {"png": "image/png", "svg": "image/svg+xml", "csv": "text/csv"}[kind]
+            href = f"data:{mime};base64,{base64.b64encode(data).decode()}"
+            self.export_line.value = (f"<a class='reglab-download' download='{html.escape(name)}' href='{href}' "
+                                      f"style='font-weight:600'>⬇ save {html.escape(name)}</a>")
+        return data
+
+    def _caption_lines(self, config: RunConfig) -> list:
+        stamp = config.to_text()
+        return [label(config, self.names)] + [stamp[i:i + 110] for i in range(0, len(stamp), 110)]
 
     # -- the session's view (called under self.lock, possibly from the worker thread) ------------
-    def draw(self, result: LiveRun) -> None:
+    def draw(self, result: LiveRun):
+        """Draw a result (a new run's first evaluation draws as points on axes that already span its budget)."""
         kept = self.kept if self.compare else []
-        if not kept and result.view is not None:  # drawn before (a cached revisit): reuse it
-            chart, frame = result.view
+        if not kept and result.view is not None:  # drawn before (a cached revisit): reuse its spec
+            chart, frame, spec = result.view
             self.last_chart, self.last_frame = chart, frame
-            if self._panel is not None:
-                self.chart_widget.chart = chart
-            return
-        frame = view_frame(result, kept, self.names)
+            self._show(chart, spec)
+            return True
+        frame = view_frame(result, kept, self.names, self.specs)
         try:
             chart = self._chart(result, frame, faded=bool(kept))
+            spec = chart.to_dict(validate=False) if self._panel is not None else None
         except Exception as err:  # a theme's chart bug is shown, not raised into the worker
             self.message(f"The chart failed: {type(err).__name__}: {err}", "error")
-            return
+            return False
         self.last_chart, self.last_frame = chart, frame
         if not kept and result.complete:
-            result.view = (chart, frame)
-        if self._panel is not None:
+            result.view = (chart, frame, spec)
+        self._show(chart, spec)
+        return True
+
+    def _show(self, chart, spec) -> None:
+        """Send the chart to the page: its spec as is (no second schema validation: ~0.05–0.1 s a draw),
+        or through JupyterChart's own path when it has parameters (selections) to wire up."""
+        if self._panel is None:
+            return
+        if spec is None or _has_params(spec):
             self.chart_widget.chart = chart
+        else:
+            self.chart_widget.spec = spec
 
     def _chart(self, result: LiveRun, frame: pd.DataFrame, faded: bool = False):
         """The theme's spec over the frame (its builders mark diverged runs), with the theme's view of
-        what the model learned below it; earlier runs faded. The divergence message itself is one line
-        under the chart (see Session)."""
+        what the model learned below it, fitted to the panel's width; earlier runs faded. A diverged run
+        keeps its marker on every chart, its "diverged at step k" is said once, in the message line."""
         chart = self.chart_fn(frame, result.config)
         if self.learned_fn is not None:
             chart = alt.vconcat(chart, self.learned_fn(frame, result.config))
+        if result.diverged_at or (self.compare and any(k.diverged_at for k in self.kept)):
+            chart = _without_divergence_text(chart)
+        chart = charts.fit(chart, PANEL_WIDTH)
         return charts.fade_previous(chart) if faded else chart
 
     def progress(self, fraction: float, text: str) -> None:
@@ -295,6 +425,7 @@ class Explorer:
         if self._panel is not None:
             self.progress_bar.value = max(0.0, min(1.0, fraction))
             self.status_label.value = text
+            self._update_buttons()
 
     def message(self, text: str, level: str = "info") -> None:
         if (level, text) not in self.lines:
@@ -324,7 +455,7 @@ class Explorer:
             out = self.run_fn(cfg, lambda rows, step: None, threading.Event())
             frame, diverged, _ = normalize(out, cfg, [])
             result = LiveRun(cfg, frame, "diverged" if diverged else "done", int(frame["step"].max()) if len(frame) else 0, diverged)
-        frame = view_frame(result, [], self.names)
+        frame = view_frame(result, [], self.names, self.specs)
         chart = self._chart(result, frame)
         with self.lock:
             self.session.current, self.last_chart, self.last_frame = result, chart, frame
@@ -342,7 +473,7 @@ class Explorer:
             self._build()
             if self.initial is not None:
                 self.session.add(self._initial_result())
-            self.session.request(self.config, delay=0)
+            self._request(force=True)
         return self._panel
 
     # -- widget plumbing ---------------------------------------------------------------------------
@@ -351,57 +482,119 @@ class Explorer:
         import ipywidgets as W
 
         charts.offline_widgets()
+        self._W = W
         rows = []
         for name in self.names:
-            row, value_widget, off = _control_widget(W, name, self.specs[name], self.values[name])
-            self.inputs[name] = value_widget
+            row, value_widget, off, readout = _control_widget(W, name, self.specs[name], self.values[name])
+            self.inputs[name], self.readouts[name] = value_widget, readout
             value_widget.observe(lambda change, n=name: self._from_widget(n, moved=True), names="value")
+            if readout is not None:
+                readout.observe(lambda change, n=name: self._from_readout(n, change["new"]), names="value")
             if off is not None:
                 self.offs[name] = off
                 off.observe(lambda change, n=name: self._from_widget(n), names="value")
-            if name in self.hidden:
-                row.layout.display = "none"
-            if name in self.locked:
-                for w in row.children:
-                    w.disabled = True
+            row.add_class(f"reglab-control-{re.sub(r'[^A-Za-z0-9_-]', '-', name)}")  # hooks for the browser tests
             rows.append(row)
             self.rows[name] = row
-        self.stop_button = W.Button(description="Stop", icon="stop", layout=W.Layout(width="80px"), tooltip="stop this run")
-        self.stop_button.on_click(lambda _: self.stop())
-        self.progress_bar = W.FloatProgress(value=0.0, min=0.0, max=1.0, layout=W.Layout(width="220px"))
-        self.status_label = W.Label(self.status)
-        self.compare_box = W.Checkbox(value=self.compare, description="compare (keep earlier runs, faded)", indent=False)
+        button = lambda text, icon, tip, width="96px": W.Button(description=text, icon=icon, tooltip=tip,
+                                                               layout=W.Layout(width=width))
+        self.stop_button = button("stop", "stop", "stop here; continue resumes from the same weights")
+        self.stop_button.on_click(lambda _: self._play_pause())
+        self.play_button = self.stop_button
+        self.step_button = button("step", "step-forward", "run to the next evaluation and hold")
+        self.step_button.on_click(lambda _: self.step())
+        self.reset_button = button("reset", "undo", "back to the starting settings")
+        self.reset_button.on_click(lambda _: self.reset())
+        self.progress_bar = W.FloatProgress(value=0.0, min=0.0, max=1.0, layout=W.Layout(width="180px"))
+        self.status_label = W.Label(self.status, layout=W.Layout(width="240px"))
+        self.compare_box = W.Checkbox(value=self.compare, description="compare: keep earlier runs (faded), labelled "
+                                      "by the settings that differ", indent=False, layout=W.Layout(width="auto"))
         self.compare_box.observe(lambda change: self._set_compare(change["new"]), names="value")
         placeholder = alt.Chart({"values": [{"t": "training…"}]}).mark_text(size=14, color="gray").encode(
             text="t:N").properties(width=charts.WIDTH, height=charts.HEIGHT)
         self.chart_widget = alt.JupyterChart(placeholder, embed_options={"renderer": "svg", "actions": False})
+        self.chart_widget.layout = W.Layout(max_width=f"{PANEL_WIDTH + 20}px", overflow="hidden")
         self.message_line = W.HTML("")
+        wide = dict(style={"description_width": "60px"}, layout=W.Layout(width="100%", max_width=f"{PANEL_WIDTH}px"))
         self.stamp_text = W.Text(value=self.stamp, description="config", continuous_update=False,
-                                 layout=W.Layout(width="760px"), tooltip="copy this stamp; paste one here to restore")
+                                 tooltip="copy this stamp; paste one here to restore", **wide)
         self.stamp_text.observe(lambda change: self._from_stamp(change["new"]), names="value")
-        self.typed_text = W.Text(value="", description="set", continuous_update=False, layout=W.Layout(width="760px"),
-                                 placeholder="paste a stamp (reglab:{…}) or type name=value, e.g. step_size=0.05 batch_size=full; Enter")
+        self.typed_text = W.Text(value="", description="set", continuous_update=False,
+                                 placeholder="a stamp (reglab:{…}) or name = value as shown, e.g. step size = 0.05, "
+                                             "batch size = full; Enter", **wide)
         self.typed_text.observe(lambda change: self._from_typed(change["new"]), names="value")
         buttons = []
         for kind in ("png", "svg", "csv"):
             b = W.Button(description=kind.upper(), icon="download", layout=W.Layout(width="80px"),
-                         tooltip=f"save the {'run data' if kind == 'csv' else 'chart'} as {kind.upper()} in the working directory")
+                         tooltip=f"download the {'run data' if kind == 'csv' else 'chart'} as {kind.upper()}, "
+                                 f"with its settings")
             b.on_click(lambda _, k=kind: self.export(k))
             buttons.append(b)
         self.export_buttons = buttons
         self.export_line = W.HTML("")
+        self.preset_box = W.Dropdown(options=[FREE, *self.presets], value=FREE, description="scenario",
+                                     style={"description_width": "60px"}, layout=W.Layout(width="420px"))
+        self.preset_box.observe(lambda change: self._from_preset(change["new"]), names="value")
+        self.question = W.HTML("", layout=W.Layout(max_width=f"{PANEL_WIDTH}px"))
+        header = [W.HBox([self.preset_box]), self.question] if self.presets else []
         self._panel = W.VBox([
+            *header,
             W.VBox(rows),
-            W.HBox([self.stop_button, self.progress_bar, self.status_label], layout=W.Layout(align_items="center")),
+            W.HBox([self.stop_button, self.step_button, self.reset_button, self.progress_bar, self.status_label],
+                   layout=W.Layout(align_items="center", flex_flow="row wrap")),
             self.compare_box,
             self.chart_widget,
             self.message_line,
             self.stamp_text,
             self.typed_text,
-            W.HBox([W.Label("export"), *buttons, self.export_line], layout=W.Layout(align_items="center")),
-        ])
+            W.HBox([W.Label("download"), *buttons, self.export_line],
+                   layout=W.Layout(align_items="center", flex_flow="row wrap")),
+        ], layout=W.Layout(width="100%", max_width=f"{PANEL_WIDTH + 20}px", overflow="hidden"))
         self._panel.add_class("reglab-explorer")
+        for widget, hook in [(self.stamp_text, "stamp"), (self.typed_text, "set"), (self.status_label, "status"),
+                             (self.message_line, "messages"), (self.compare_box, "compare"), (self.preset_box, "presets"),
+                             (self.question, "question"), (self.export_line, "download"), (self.stop_button, "stop"),
+                             (self.step_button, "step"), (self.reset_button, "reset"), (self.chart_widget, "chart"),
+                             *((b, f"export-{k}") for b, k in zip(buttons, ("png", "svg", "csv")))]:
+            widget.add_class(f"reglab-{hook}")
+        if self.preset_name is not None:
+            self.apply_preset(self.preset_name)
+        self._apply_access()
         self._render_lines()
+
+    def _apply_access(self) -> None:
+        """Hidden controls' rows are not shown; locked ones are disabled (slider, readout and checkbox)."""
+        if self._panel is None:
+            return
+        for name, row in self.rows.items():
+            row.layout.display = "none" if name in self.hidden else None
+            for w in [self.inputs[name], self.offs.get(name), self.readouts.get(name)]:
+                if w is not None:
+                    w.disabled = name in self.locked
+
+    def _update_buttons(self) -> None:
+        s = self.session
+        if s.held is not None:
+            self.stop_button.description, self.stop_button.icon = "continue", "play"
+        elif s.current is not None and s.current.status == "stopped":
+            self.stop_button.description, self.stop_button.icon = "run", "play"
+        else:
+            self.stop_button.description, self.stop_button.icon = "stop", "stop"
+        running = s.held is None and not s._idle.is_set()
+        self.stop_button.disabled = not (running or s.held is not None or self.stop_button.description == "run")
+        self.step_button.disabled = not (running or s.held is not None)
+
+    def _play_pause(self) -> None:
+        if self.session.held is not None or (self.session.current is not None and self.session.current.status == "stopped"
+                                             and self.session._idle.is_set()):
+            self.resume()
+        elif not self.session.pause():
+            self.message("Nothing is running.", "info")
+
+    def _from_preset(self, name) -> None:
+        if self._syncing:
+            return
+        self.apply_preset(None if name == FREE else name)
 
     def _widget_value(self, name: str):
         spec, widget = self.specs[name], self.inputs[name]
@@ -424,6 +617,37 @@ class Explorer:
                 self._syncing = False
         self.set(**{name: self._widget_value(name)})
 
+    def _from_readout(self, name: str, text: str) -> None:
+        """A number typed beside a slider: used exactly when the control can take it, else refused with
+        a message (never clamped silently); the box then shows the value used."""
+        if self._syncing:
+            return
+        spec, raw = self.specs[name], text.strip()
+        if raw == show_value(spec, self.values[name]):
+            return
+        words = {"full": None, "none": None, "off": getattr(spec, "off", None)}
+        if isinstance(spec, Choice):
+            value = next((o for o in spec.options if spec.text(o).lower() == raw.lower()), NO_OFF)
+            if value is NO_OFF:
+                value = words.get(raw.lower().split(" ")[0], NO_OFF) if raw.lower().startswith(("full", "none")) else NO_OFF
+        elif getattr(spec, "has_off", False) and raw.lower() in {spec.off_label.lower(), "off", *(
+                ("full", "none") if spec.off is None else ())} | ({str(spec.off)} if spec.off is not None else set()):
+            value = spec.off
+        else:
+            value = NO_OFF
+        if value is NO_OFF:
+            try:
+                value = parse_assignments(f"x={raw}")["x"]
+            except ConfigError:
+                value = raw
+        if isinstance(spec, Choice) and value not in spec.options:  # a batch size between the offered ones
+            messages = [f"{spec.label or name} offers {', '.join(spec.text(o) for o in spec.options)}. Got {raw!r}; "
+                        f"keeping {show_value(spec, self.values[name])}."]
+            self._say(messages, "error")
+            self._sync_widgets()
+            return
+        self.set(**{name: value})
+
     def _from_stamp(self, text: str) -> None:
         if self._syncing or text.strip() == self.stamp:
             return
@@ -436,7 +660,7 @@ class Explorer:
             self.restore(text)
         else:
             try:
-                values = parse_assignments(text)
+                values = parse_assignments(text, aliases(self.specs))
             except ConfigError as err:
                 self._say([str(err)], "error")
                 values = {}
@@ -447,12 +671,22 @@ class Explorer:
                 self.set(**values)
             if locked:
                 self.message(f"{', '.join(locked)} {'is' if len(locked) == 1 else 'are'} locked in this panel.", "warn")
-        with self.lock:
-            self._syncing = True
-            try:
-                self.typed_text.value = ""
-            finally:
-                self._syncing = False
+        self._clear_typed()
+
+    def _clear_typed(self) -> None:
+        """Empty the set box once its text is handled (also after a refusal: the message says what it was)."""
+        def clear():
+            with self.lock:
+                self._syncing = True
+                try:
+                    self.typed_text.value = ""
+                finally:
+                    self._syncing = False
+
+        clear()
+        timer = threading.Timer(0.05, clear)  # again after the page's own echo of what was typed
+        timer.daemon = True
+        timer.start()
 
     def _set_compare(self, on: bool) -> None:
         with self.lock:
@@ -462,21 +696,27 @@ class Explorer:
             if self.session.current is not None:
                 self.draw(self.session.current)
 
-    def _request(self) -> None:
+    def _request(self, force: bool = False) -> None:
         if self._panel is None:
             return  # nothing displayed: nothing to run (headless, or before show)
         with self.lock:
             config = self.config
+            if config.short_hash() == self._requested and not force:
+                return  # nothing changed (a refused entry): the run in progress goes on
+            self._requested = config.short_hash()
             current = self.session.current
             if self.compare and current is not None and current.complete:
                 self.kept = [k for k in self.kept if k.key not in (current.key, config.short_hash())]
                 self.kept = ([current] + self.kept)[:MAX_KEPT]
             elif self.compare:
                 self.kept = [k for k in self.kept if k.key != config.short_hash()]
-            self.session.request(config)
+            self.export_line.value = ""
+            if force and current is not None and current.key == config.short_hash() and not current.complete:
+                self.session.cache.pop(current.key, None)
+            self.session.request(config, delay=0 if force else None)
 
     def _sync_widgets(self) -> None:
-        """Show self.values in the widgets (after a clamp, a refusal or a restore) without re-triggering."""
+        """Show self.values in every widget (slider, readout, checkbox, stamp) without re-triggering."""
         if self._panel is None:
             return
         self._syncing = True
@@ -488,9 +728,20 @@ class Explorer:
                 if off is not None:
                     off.value = is_off
                 if isinstance(spec, Choice):
+                    options = [(spec.text(o), i) for i, o in enumerate(spec.options)]
+                    if list(widget.options) != options:
+                        widget.options = options
                     widget.value = spec.options.index(value)
+                elif isinstance(spec, LogRange):
+                    if not is_off and value is not None:
+                        stops = [v for _, v in widget.options]
+                        if value not in stops:
+                            widget.options = _log_options(spec, value)
+                        widget.value = value
                 elif not is_off and value is not None:
                     widget.value = value
+                if self.readouts.get(name) is not None:
+                    self.readouts[name].value = show_value(spec, value)
             self.stamp_text.value = self.stamp
         finally:
             self._syncing = False
@@ -509,25 +760,71 @@ class Explorer:
 
 
 STRUCTURE = ("data", "n_train", "data_seed", "model", "width", "depth")  # what the controls' ranges were built for
+FREE = "free exploration"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.=_-]+", "_", text.replace("η", "eta").replace("λ", "lambda").replace("·", "")).strip("_")[:60]
+
+
+def _without_divergence_text(chart):
+    """The chart without the "diverged at step k" texts of charts.diverged_marks (its crosses stay, with
+    the text in their tooltip): the explorer says it once, in its message line."""
+    def is_note(c):
+        if not isinstance(c, alt.Chart):
+            return False
+        mark = c.mark if isinstance(c.mark, str) else getattr(c.mark, "type", None)
+        text = getattr(c.encoding, "text", alt.Undefined) if c.encoding is not alt.Undefined else alt.Undefined
+        return mark == "text" and text is not alt.Undefined and "note" in str(text.to_dict() if hasattr(text, "to_dict") else text)
+
+    if isinstance(chart, alt.LayerChart):
+        chart = chart.copy(deep=False)
+        chart.layer = [_without_divergence_text(c) for c in chart.layer if not is_note(c)]
+        return chart
+    for attr in ("hconcat", "vconcat", "concat"):
+        parts = getattr(chart, attr, alt.Undefined)
+        if parts is not alt.Undefined:
+            chart = chart.copy(deep=False)
+            setattr(chart, attr, [_without_divergence_text(c) for c in parts])
+            return chart
+    return chart
+
+
+def _has_params(spec) -> bool:
+    """Whether a Vega-Lite spec declares parameters anywhere (its data left unread)."""
+    if isinstance(spec, dict):
+        return "params" in spec or any(_has_params(v) for k, v in spec.items() if k not in ("data", "datasets", "values"))
+    if isinstance(spec, list):
+        return any(_has_params(v) for v in spec)
+    return False
+
+
+def _log_options(spec: LogRange, value=None) -> list:
+    return [(show_value(spec, v), v) for v in round_grid(spec.low, spec.high, [] if value is None else [value])]
 
 
 def _control_widget(W, name: str, spec, value):
-    """(row, value widget, off checkbox or None) for one control spec."""
+    """(row, value widget, off checkbox or None, readout text or None) for one control spec: a label
+    column that wraps instead of cutting, the slider, the exact value (typed values go there), the
+    "off" checkbox."""
     text = spec.label or name
-    common = dict(description=text, continuous_update=False, style={"description_width": "110px"},
-                  layout=W.Layout(width="440px"))
-    off = None
+    head = W.HTML(f"<span title='{html.escape(name)}'>{html.escape(text)}</span>",
+                  layout=W.Layout(width=LABEL_WIDTH, min_width=LABEL_WIDTH))
+    common = dict(continuous_update=False, readout=False, layout=W.Layout(width=SLIDER_WIDTH))
+    off, readout = None, None
     if isinstance(spec, Choice):
         options = [(spec.text(o), i) for i, o in enumerate(spec.options)]
         index = spec.options.index(value) if value in spec.options else 0
         if spec.numeric:
             widget = W.SelectionSlider(options=options, value=index, **common)
+            readout = W.Text(value=show_value(spec, value), continuous_update=False, layout=W.Layout(width=READOUT_WIDTH))
+            readout.add_class("reglab-readout")
         elif len(options) <= 4:
-            widget = W.ToggleButtons(options=options, value=index, description=text, style={"description_width": "110px"})
+            widget = W.ToggleButtons(options=options, value=index, style={"button_width": "auto"})
         else:
-            widget = W.Dropdown(options=options, value=index, description=text, style={"description_width": "110px"})
+            widget = W.Dropdown(options=options, value=index, layout=W.Layout(width=SLIDER_WIDTH))
     elif isinstance(spec, Toggle):
-        widget = W.Checkbox(value=bool(value), description=text, indent=False)
+        widget = W.Checkbox(value=bool(value), description="", indent=False, layout=W.Layout(width="40px"))
     else:
         is_off = spec.has_off and (value is spec.off or value == spec.off)
         if is_off or value is None:  # the slider rests at the end nearest the "off" value: λ = 0 low, full rank high
@@ -535,16 +832,20 @@ def _control_widget(W, name: str, spec, value):
         else:
             shown = value
         if isinstance(spec, LogRange):
-            widget = W.FloatLogSlider(value=shown, base=10, min=math.log10(spec.low), max=math.log10(spec.high),
-                                      step=spec.step, readout_format=spec.fmt, **common)
+            options = _log_options(spec, shown)
+            widget = W.SelectionSlider(options=options, value=float(shown), **common)
         elif isinstance(spec, IntRange):
             widget = W.IntSlider(value=int(shown), min=int(spec.low), max=int(spec.high), step=int(spec.step or 1), **common)
         elif isinstance(spec, FloatRange):
             widget = W.FloatSlider(value=shown, min=spec.low, max=spec.high, step=spec.step or (spec.high - spec.low) / 100,
-                                   readout_format=".3g", **common)
+                                   **common)
         else:
             raise ConfigError(f"Unknown control spec for '{name}': {spec!r}.")
+        readout = W.Text(value=show_value(spec, value), continuous_update=False, layout=W.Layout(width=READOUT_WIDTH))
+        readout.add_class("reglab-readout")
         if spec.has_off:
-            off = W.Checkbox(value=is_off, description=spec.off_label, indent=False, layout=W.Layout(width="140px"))
-    parts = [widget] + ([off] if off is not None else [])
-    return W.HBox(parts), widget, off
+            off = W.Checkbox(value=is_off, description=spec.off_label, indent=False, layout=W.Layout(width="auto"))
+            off.add_class("reglab-off")
+    parts = [head, widget] + ([readout] if readout is not None else []) + ([off] if off is not None else [])
+    row = W.HBox(parts, layout=W.Layout(align_items="center", flex_flow="row wrap"))
+    return row, widget, off, readout

@@ -12,6 +12,10 @@ kernel thread's):
 result immediately or starts a new run: at once if the previous request is more than `debounce`
 seconds old, else after `debounce` seconds (a burst of key presses trains only the last value). A run that is not the
 latest request never draws (each request bumps a generation number the worker checks under the lock).
+
+`pause()` holds the run at its next evaluation (drawn, "paused at step k"), `resume()` lets it go on from
+the same weights, `advance()` runs to the next evaluation and holds again; a new request releases a held
+run and cancels it. A run function that streams through `on_eval` can be paused; the hold is in there.
 """
 from __future__ import annotations
 
@@ -122,6 +126,10 @@ class Session:
         self._idle = threading.Event()
         self._idle.set()
         self._closed = False
+        self._go = threading.Event()  # cleared: the run holds at its next evaluation
+        self._go.set()
+        self._advance = False  # run to the next evaluation, then hold again
+        self.held: LiveRun | None = None  # the run held now (paused), if any
 
     # -- requests ----------------------------------------------------------------------------
     def request(self, config: RunConfig, delay: float | None = None) -> str:
@@ -132,6 +140,7 @@ class Session:
             self._generation += 1
             gen = self._generation
             self._cancel_locked()
+            self._release_locked()
             hit = self.cache.get(config.short_hash())
             if hit is not None:
                 self.cache.move_to_end(hit.key)
@@ -163,9 +172,55 @@ class Session:
             if self._timer is not None:
                 self._timer.cancel()
             self._stop.set()
+            if self.held is not None:  # the held worker returns and reports "stopped"
+                self._idle.clear()
+            self._release_locked()
             if not self._idle.is_set() and self._running_gen != self._generation:  # not started yet
                 self.view.progress(0.0, "stopped")
                 self._idle.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._go.is_set()
+
+    def pause(self) -> bool:
+        """Hold the run at its next evaluation; False when nothing is running."""
+        with self.lock:
+            if self._idle.is_set() or self._running_gen != self._generation:
+                return False
+            self._advance = False
+            self._go.clear()
+            return True
+
+    def resume(self) -> bool:
+        """Let a held run go on from where it stopped; False when none is held."""
+        with self.lock:
+            if self._go.is_set():
+                return False
+            held = self.held is not None
+            self._release_locked()
+            if held:
+                self._idle.clear()
+            return held
+
+    def advance(self) -> bool:
+        """Run a held run to its next evaluation and hold it again (pause a running one)."""
+        with self.lock:
+            if self._go.is_set():
+                return self.pause()
+            if self.held is None:  # asked to hold, but the run ended first
+                self._release_locked()
+                return False
+            self._advance = True
+            self.held = None
+            self._idle.clear()
+            self._go.set()
+            return True
+
+    def _release_locked(self) -> None:
+        self.held = None
+        self._advance = False
+        self._go.set()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the latest request has been drawn in full (tests, benchmarks, scripts)."""
@@ -176,6 +231,7 @@ class Session:
             self._closed = True
             self._generation += 1
             self._cancel_locked()
+            self._release_locked()
             active = self._active
         if active is not None and active is not threading.current_thread():
             active.join(timeout=10)
@@ -210,7 +266,17 @@ class Session:
             if step > 0 and new and not any(_finite(r.get("value")) for r in new):
                 state["all_diverged"] = True  # every run is frozen: no point computing the rest
                 stop.set()
-            if stop.is_set() or time.monotonic() - state["last"] < self.redraw_every:
+            if stop.is_set():
+                return
+            with self.lock:
+                if self._advance and gen == self._generation:  # one evaluation further: hold again
+                    self._advance = False
+                    self._go.clear()
+                hold = not self._go.is_set() and gen == self._generation
+            if hold:
+                self._hold(config, gen, stop, rows, step)
+                return
+            if time.monotonic() - state["last"] < self.redraw_every:
                 return
             started = time.monotonic()
             partial = LiveRun(config, pd.DataFrame(rows, columns=COLUMNS), "running", step)
@@ -218,8 +284,10 @@ class Session:
                 if gen != self._generation:
                     return
                 self.current = partial
-                self.view.draw(partial)
+                drawn = self.view.draw(partial) is not False  # a view may wait for more rows (no throttle then)
                 self.view.progress(step / max(config.steps, 1), f"step {step}/{config.steps}")
+            if not drawn:
+                return
             # at most 1/redraw_every draws a second, and drawing takes at most ~1/4 of the worker's time
             state["last"] = time.monotonic() + 3 * (time.monotonic() - started)
 
@@ -247,12 +315,29 @@ class Session:
             self._show_final_locked(result)
             self._idle.set()
 
+    def _hold(self, config, gen, stop, rows, step) -> None:
+        """Draw the run so far and wait (in the worker) until resumed, advanced or cancelled."""
+        with self.lock:
+            if gen != self._generation:
+                return
+            held = LiveRun(config, pd.DataFrame(rows, columns=COLUMNS), "paused", step)
+            self.current = self.held = held
+            self.view.draw(held)
+            self.view.progress(step / max(config.steps, 1), f"paused at step {step}/{config.steps}")
+            self._idle.set()
+        while not self._go.wait(0.05):
+            if stop.is_set():
+                return
+        with self.lock:
+            if gen == self._generation and not stop.is_set():
+                self.view.progress(step / max(config.steps, 1), f"step {step}/{config.steps}")
+
     def _show_final_locked(self, result: LiveRun, cached: bool = False) -> None:
         self.view.draw(result)
         if result.status == "stopped":
             self.view.progress(result.step / max(result.config.steps, 1), f"stopped at step {result.step}")
         else:
-            text = result.divergence_text() if result.status == "diverged" else result.status
+            text = result.status  # the step it diverged at is said once, in the message line
             self.view.progress(1.0, f"cached · {text}" if cached else text)
         if result.diverged_at:
             self.view.message(result.divergence_text(), "warn")
