@@ -381,7 +381,12 @@ def _progress(total, progress, members):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=f"training {members} run{'s' if members > 1 else ''}", leave=False, mininterval=0.5)
+    from .charts import headless
+
+    # in a notebook the finished bar stays (a closed widget reads "Error displaying widget" in Voilà); in a
+    # terminal it is erased, so sweeps of many train() calls do not fill the log
+    return tqdm(total=total, desc=f"training {members} run{'s' if members > 1 else ''}", leave=not headless(),
+                mininterval=0.5)
 
 
 def _cached_train(configs, data, probes, on_eval, stop, progress, cache) -> Run:

@@ -201,8 +201,6 @@ def test_voila_shows_every_explorer_widget(page):
     assert page.locator(".reglab-explorer").count() == 1
 
 
-@pytest.mark.xfail(strict=True, reason="reglab.engine's tqdm bar (leave=False) closes its widget when training ends, "
-                                       "so Voilà shows a widget whose model is gone; hide the finished bar instead")
 def test_voila_page_has_no_broken_widgets(page):
     text = page.locator("body").inner_text()
     assert not any(b in text for b in BROKEN), text[:2000]
