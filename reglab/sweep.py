@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import math
 import os
 import pickle
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -37,15 +36,25 @@ MEMORY_BUDGET_MB = 1024  # per chunk: a 2-core laptop trains comfortably inside 
 
 @dataclass
 class SweepResult:
-    """The sweep's tidy frames: `summary` (one row per config, its settings as columns, final metrics and
-    diverged_at), `history` (run, step, metric, value; run = the config's index), and how it ran."""
+    """The sweep's tidy frames, each with `run` = the config's index: `summary` (one row per config, its
+    settings as columns, final metrics and diverged_at), `history` (run, step, metric, value) and any
+    other frame the chunk function returns; `chunk_table` has one row per chunk (members, from_store and
+    the chunk's own scalar results); and how it ran."""
 
     configs: list
-    summary: pd.DataFrame
-    history: pd.DataFrame
+    frames: dict
+    chunk_table: pd.DataFrame
     chunks: int  # chunks in the plan
     trained: int  # chunks trained by this call (the rest came from the store)
     chunk_members: int  # the largest chunk
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        return self.frames["summary"]
+
+    @property
+    def history(self) -> pd.DataFrame:
+        return self.frames["history"]
 
 
 def expand(base: RunConfig, grid: dict) -> list:
@@ -133,11 +142,11 @@ def _connect(cluster: str):
     return ray
 
 
-def _ray_chunks(ray, todo, configs, max_retries):
+def _ray_chunks(ray, todo, configs, max_retries, chunk_fn, chunk_args):
     """Run the chunks as Ray tasks; yields (chunk, frames) as each one finishes."""
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0  # one GPU per chunk where the cluster has them
-    task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=max_retries)(train_chunk)
-    pending = {task.remote([configs[i].to_text() for i in chunk]): chunk for chunk in todo}
+    task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=max_retries)(chunk_fn)
+    pending = {task.remote([configs[i].to_text() for i in chunk], *chunk_args): chunk for chunk in todo}
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         chunk = pending.pop(done[0])
@@ -146,11 +155,14 @@ def _ray_chunks(ray, todo, configs, max_retries):
 
 def sweep(configs, grid: dict | None = None, *, cluster: str | None = None, store: str | os.PathLike | None = None,
           memory_budget_mb: float = MEMORY_BUDGET_MB, chunk_members: int | None = None, max_retries: int = 3,
-          progress: bool | None = None) -> SweepResult:
+          chunk=train_chunk, chunk_args: tuple = (), progress: bool | None = None) -> SweepResult:
     """Train every config (a list, or a base config and a `grid` of values) as batched ensembles.
 
     cluster: None (in this process), "local", "ray" or "ray://host:port". store: the folder finished
-    chunks are written to (default: under the reglab cache, keyed by the sweep); the same call resumes.
+    chunks are written to (default: under the reglab cache, keyed by the sweep and the chunk function);
+    the same call resumes. chunk: what runs on a worker, `chunk(config_texts, *chunk_args) -> {name:
+    frame with a run column, or a scalar}` (default `train_chunk`: the summary and history); a theme
+    passes its own to measure the trained networks where they trained.
     """
     configs = expand(configs, grid) if grid is not None else list(configs)
     if isinstance(configs, RunConfig) or not configs:
@@ -164,7 +176,8 @@ def sweep(configs, grid: dict | None = None, *, cluster: str | None = None, stor
     if store is None:
         from .cache import cache_dir
 
-        store = cache_dir().parent / "sweeps" / _chunk_id(configs)
+        tag = "" if chunk is train_chunk else f"-{chunk.__module__}.{chunk.__qualname__}{chunk_args!r}"
+        store = cache_dir().parent / "sweeps" / (_chunk_id(configs) + hashlib.sha1(tag.encode()).hexdigest()[:8] * bool(tag))
     store = Path(store)
     files = {tuple(chunk): store / f"chunk-{_chunk_id([configs[i] for i in chunk])}.pkl" for chunk in chunks}
     results = {k: _read(path) for k, path in files.items()}
@@ -176,31 +189,34 @@ def sweep(configs, grid: dict | None = None, *, cluster: str | None = None, stor
         progress = os.environ.get("REGLAB_HEADLESS", "") == ""
     bar = tqdm(total=len(configs), initial=len(configs) - sum(map(len, todo)), desc="sweep", unit="run",
                disable=not progress)
-    finished = ((chunk, train_chunk([configs[i].to_text() for i in chunk])) for chunk in todo) if cluster is None \
-        else _ray_chunks(_connect(cluster), todo, configs, max_retries)
-    for chunk, frames in finished:
-        _write(files[tuple(chunk)], frames)  # at once: nothing finished is lost to a later interruption
-        results[tuple(chunk)] = frames
-        bar.update(len(chunk))
+    finished = ((part, chunk([configs[i].to_text() for i in part], *chunk_args)) for part in todo) if cluster is None \
+        else _ray_chunks(_connect(cluster), todo, configs, max_retries, chunk, chunk_args)
+    for part, frames in finished:
+        _write(files[tuple(part)], frames)  # at once: nothing finished is lost to a later interruption
+        results[tuple(part)] = frames
+        bar.update(len(part))
     bar.close()
-    return SweepResult(configs, *_assemble(configs, results), len(chunks), len(todo),
-                       max(map(len, chunks)))
+    trained = {tuple(part) for part in todo}
+    table = pd.DataFrame([{"members": len(part), "from_store": part not in trained,
+                           **{k: v for k, v in frames.items() if not isinstance(v, pd.DataFrame)}}
+                          for part, frames in results.items()])
+    return SweepResult(configs, _assemble(configs, results), table, len(chunks), len(todo), max(map(len, chunks)))
 
 
-def _assemble(configs, results) -> tuple:
-    """One summary row and the history of every config, in the configs' order, with their settings."""
-    summaries, histories = [], []
-    for chunk, frames in results.items():
-        index = dict(enumerate(chunk))
-        s = frames["summary"].copy()
-        s["run"] = s["run"].map(index)
-        h = frames["history"].copy()
-        h["run"] = h["run"].map(index)
-        summaries.append(s)
-        histories.append(h)
-    summary = pd.concat(summaries, ignore_index=True).sort_values("run", kind="stable").reset_index(drop=True)
+def _assemble(configs, results) -> dict:
+    """Every frame the chunks returned, in the configs' order (`run` = the config's index); the summary
+    also gets the settings that vary across the sweep as columns."""
+    names = [k for k, v in next(iter(results.values())).items() if isinstance(v, pd.DataFrame)]
+    frames = {}
+    for name in names:
+        parts = []
+        for chunk, found in results.items():
+            f = found[name].copy()
+            f["run"] = f["run"].map(dict(enumerate(chunk)))
+            parts.append(f)
+        order = ["run", "step"] if name == "history" else ["run"]
+        frames[name] = pd.concat(parts, ignore_index=True).sort_values(order, kind="stable").reset_index(drop=True)
     settings = pd.DataFrame([{k: v for k, v in c.to_dict().items() if not isinstance(v, (dict, list))} for c in configs])
-    varying = [k for k in settings.columns if settings[k].astype(str).nunique() > 1 and k not in summary.columns]
-    summary = pd.concat([summary, settings[varying]], axis=1)
-    history = pd.concat(histories, ignore_index=True).sort_values(["run", "step"], kind="stable").reset_index(drop=True)
-    return summary, history
+    varying = [k for k in settings.columns if settings[k].astype(str).nunique() > 1 and k not in frames["summary"].columns]
+    frames["summary"] = pd.concat([frames["summary"], settings[varying]], axis=1)
+    return frames
