@@ -134,8 +134,7 @@ def test_gd_diverged_step_is_the_first_step_over_the_limit():
 @pytest.mark.parametrize("rule, at, inside, outside", [
     (dd.PEAK_AT_N, [0.75, 1.25], [0.75 + EPS, 1.25 - EPS], [0.75 - EPS, 1.25 + EPS]),
     (dd.PEAK_TALL, [dd.PEAK_FACTOR], [dd.PEAK_FACTOR + EPS], [dd.PEAK_FACTOR - EPS]),
-    (dd.TUNED_FLAT, [1.05], [1.05 - EPS], [1.05 + EPS]),
-    (dd.GD_LOWER, [], [1 - EPS], [1.0, 1 + EPS]),
+    (dd.GD_FLAT, [], [dd.PEAK_FACTOR - EPS], [dd.PEAK_FACTOR, dd.PEAK_FACTOR + EPS]),
 ])
 def test_per_seed_rules_at_inside_and_outside_their_thresholds(rule, at, inside, outside):
     for v in at + inside:
@@ -147,7 +146,7 @@ def test_per_seed_rules_at_inside_and_outside_their_thresholds(rule, at, inside,
 
 @pytest.mark.parametrize("rule, at, inside, outside", [
     (dd.RISE, [1.05], 1.05 - EPS, [1.05 + EPS]),
-    (dd.SGD_LOWER, [], 1 - EPS, [1.0, 1 + EPS]),
+    (dd.SGD_FLAT, [], dd.PEAK_FACTOR - EPS, [dd.PEAK_FACTOR, dd.PEAK_FACTOR + EPS]),
 ])
 def test_single_value_rules_at_inside_and_outside_their_thresholds(rule, at, inside, outside):
     assert all(rule(v) for v in at) and rule(inside)
@@ -161,13 +160,32 @@ def test_width_grid_is_dense_around_the_threshold():
     assert grid == sorted(set(grid))
 
 
+def test_near_threshold_over_min_reads_the_window_around_n():
+    curve = pd.Series([1.0, 0.5, 3.0, 2.0, 9.0], index=[10, 74, 100, 125, 126])
+    assert dd.near_threshold_over_min(curve, 100) == pytest.approx(6.0)  # 3.0 at N = 100 / 0.5; 74 and 126 are outside
+    assert math.isnan(dd.near_threshold_over_min(pd.Series([1.0, 2.0], index=[10, 20]), 100))
+    assert dd.near_threshold_over_min(pd.Series([2.0, math.nan, 1.0], index=[75, 100, 200]), 100) == 2.0  # NaN dropped
+
+
+def test_tuned_ridge_is_scored_on_the_mean_of_enough_draws():
+    r = dd.run(width=200, n_train=40, seeds=2, steps=50, batch_size=None, draws=dd.MIN_DRAWS)
+    claim = r.claim("tuned_no_peak")
+    assert claim.status != INFO and r.metrics["draws"] == dd.MIN_DRAWS
+    draws = r.frames["tuned_draws"]
+    tuned = draws.groupby("width")["value"].mean()
+    assert claim.value == pytest.approx(dd.max_rise(tuned)) == pytest.approx(r.metrics["tuned_max_rise_mean_curve"])
+    assert set(draws.seed) == set(range(dd.MIN_DRAWS)) and list(r.frames["per_seed"].seed) == [0, 1]
+    assert set(r.frames["curves"].seed) == {0, 1}  # the charts show the per-seed draws
+    few = dd.run(width=200, n_train=40, seeds=2, steps=50, batch_size=None, draws=dd.MIN_DRAWS - 1)
+    assert few.claim("tuned_no_peak").status == INFO and "fewer than" in few.claim("tuned_no_peak").note
+
+
 def test_tiny_run_claims_metrics_and_frames():
-    r = dd.run(width=200, n_train=40, seeds=2, steps=50, batch_size=None)
+    r = dd.run(width=200, n_train=40, seeds=2, steps=50, batch_size=None, draws=2)
     status = {c.id: c.status for c in r.claims}
-    assert list(status) == ["peak_at_threshold", "peak_height", "tuned_no_peak", "tuned_no_peak_median", "gd_peak_lower",
-                            "sgd_below_ridgeless"]
-    assert status["peak_at_threshold"] == status["peak_height"] == status["gd_peak_lower"] == HELD
-    assert status["sgd_below_ridgeless"] == INFO  # no SGD without a batch size
+    assert list(status) == ["peak_at_threshold", "peak_height", "tuned_no_peak", "gd_no_peak", "sgd_no_peak"]
+    assert status["peak_at_threshold"] == status["peak_height"] == status["gd_no_peak"] == HELD
+    assert status["sgd_no_peak"] == status["tuned_no_peak"] == INFO  # no SGD without a batch size; 2 draws
     assert r.claim("peak_at_threshold").value == [1.0, 1.0]  # N_peak / n, per seed
     assert r.metrics["peak_width@seed=0"] == r.metrics["peak_width@seed=1"] == 40
     assert r.metrics["cond_at_n_median"] > 100 and math.isfinite(r.metrics["cond_max"])
@@ -180,6 +198,12 @@ def test_tiny_run_claims_metrics_and_frames():
     assert at_n["train:ridgeless"] < 1e-12 < 1e-3 < at_n["train:GD"]
     assert set(r.timings) == {"closed forms"} and list(r.frames["per_seed"].seed) == [0, 1]
     assert set(r.exploration.controls) == {"step_size", "steps", "label_noise"} and r.exploration.run is dd.explore
+    assert r.exploration.presets is dd.PRESETS and r.exploration.learned is dd.learned
+
+
+def test_gd_with_many_steps_regains_the_peak_and_fails_the_no_peak_claim():
+    r = dd.run(width=200, n_train=40, seeds=1, steps=1_000_000, batch_size=None, draws=1)
+    assert r.claim("gd_no_peak").status == NOT_HELD and r.claim("gd_no_peak").value[0] >= dd.PEAK_FACTOR
 
 
 def test_same_seed_same_numbers_and_explorer_frame():
@@ -190,6 +214,20 @@ def test_same_seed_same_numbers_and_explorer_frame():
     assert dd.chart(a, cfg).to_dict()  # the chart builds from the tidy columns alone
     assert dd.chart(a[["run", "step", "metric", "value"]], cfg).to_dict()
     assert dd.lambda_chart(a).to_dict()
+    view = dd.learned(a[["run", "step", "metric", "value"]], cfg).to_dict()
+    assert "current width N = 120" in str(view) and "N = n" in str(view)
+    assert dd.learned(a.iloc[:0], cfg).to_dict()  # nothing yet: a note
+
+
+def test_presets_apply_in_the_explorer():
+    r = dd.run(width=120, n_train=30, seeds=1, steps=20, batch_size=None, draws=1)
+    ex = r.explorer(headless=True)
+    try:
+        for name, preset in dd.PRESETS.items():
+            assert ex.apply_preset(name) == [] and preset["question"]
+            assert all(ex.values[k] == v for k, v in preset["values"].items()), name
+    finally:
+        ex.close()
 
 
 def test_divergence_is_the_diverged_at_column_and_the_claim_says_where():
@@ -198,8 +236,8 @@ def test_divergence_is_the_diverged_at_column_and_the_claim_says_where():
     assert gd.diverged_at.notna().all() and gd.value.isna().all()  # η far above 2/λ_max: every width, no crash
     assert big[big.method != "GD"].diverged_at.isna().all() and (gd.diverged_at < 200).all()
     assert "GD diverged at N = 10" in str(dd.chart(big, dd.config(n_train=30)).to_dict())
-    r = dd.run(width=60, n_train=30, seeds=1, steps=200, step_size=500.0, batch_size=None)
-    claim = r.claim("gd_peak_lower")
+    r = dd.run(width=60, n_train=30, seeds=1, steps=200, step_size=500.0, batch_size=None, draws=1)
+    claim = r.claim("gd_no_peak")
     assert claim.status == DIVERGED and claim.note.startswith("diverged at step") and "from N = 10, seed 0" in claim.note
     assert r.claim("peak_height").status != DIVERGED and r.metrics["gd_diverged_widths"] == len(set(gd.width))
 
@@ -213,7 +251,7 @@ def test_sgd_engine_points_and_divergence():
 
 
 @pytest.mark.parametrize("bad", [dict(width=5), dict(batch_size=500), dict(step_size=-1.0), dict(label_noise=-0.1),
-                                 dict(seeds=0), dict(steps=0)])
+                                 dict(seeds=0), dict(steps=0), dict(draws=0)])
 def test_bad_input_is_a_clear_config_error(bad):
     with pytest.raises(ConfigError):
         dd.run(**{"width": 100, "n_train": 30, "steps": 10, **bad})

@@ -102,8 +102,7 @@ EPS = 1e-9
 
 
 @pytest.mark.parametrize("rule, at, inside, outside, held_at", [
-    (mm.IMPROVES, 1.0, 1.0 - EPS, 1.0 + EPS, False),
-    (mm.LOSS_RISES, 1, 2, 0, True),
+    (mm.MINIBATCH_RATE, 3.0, 3.0 - EPS, 3.0 + EPS, False),
     (mm.ANGLE_GROWS, 0.0, EPS, -EPS, False),
 ])
 def test_single_number_rules(rule, at, inside, outside, held_at):
@@ -114,17 +113,26 @@ def test_single_number_rules(rule, at, inside, outside, held_at):
     (mm.MONOTONE, 0, -EPS, 1, True),  # increases of 1 − cos: none allowed
     (mm.RATE_BAND, 3.0, 3.0 - EPS, 3.0 + EPS, False),
     (mm.NORM_MATCH, 0.01, 0.01 - EPS, 0.01 + EPS, False),
+    (mm.MARGIN_RATE, 3.0, 3.0 - EPS, 3.0 + EPS, False),
+    (mm.LOSS_RISES, 1, 2, 0, True),  # steps that raised the loss, per data draw: at least one
 ])
 def test_per_seed_rules(rule, at, inside, outside, held_at):
     assert rule([inside, at]) is held_at and rule([inside, inside]) and not rule([inside, outside])
     assert not rule([inside, None]) and not rule([])
 
 
-def test_margin_approach_rule_needs_a_rise_and_no_overshoot_for_every_seed():
-    rule, ok = mm.MARGIN_APPROACH, [0.5, 0.7]
-    assert rule([ok, [0.5, 0.5 + 1e-6]]) and not rule([ok, [0.5, 0.5]]) and not rule([ok, [0.5, 0.4]])
-    assert rule([ok, [0.5, 1.0]]) and rule([ok, [0.5, 1 + 1e-9]]) and not rule([ok, [0.5, 1 + 1e-8]])
-    assert not rule([ok, None]) and not rule([ok, [0.5, math.nan]]) and not rule([])
+def test_margin_approach_rule_needs_a_monotone_rise_and_no_overshoot_for_every_seed():
+    rule, ok = mm.MARGIN_APPROACH, [0.5, 0.7, 0]  # [at t = 1e2, at the end, decreases from t = 1e2]
+    assert rule([ok, [0.5, 0.5 + 1e-6, 0]]) and not rule([ok, [0.5, 0.5, 0]]) and not rule([ok, [0.5, 0.4, 0]])
+    assert rule([ok, [0.5, 1.0, 0]]) and rule([ok, [0.5, 1 + 1e-9, 0]]) and not rule([ok, [0.5, 1 + 1e-8, 0]])
+    assert not rule([ok, [0.5, 0.7, 1]])  # one decrease between evaluations fails
+    assert not rule([ok, None]) and not rule([ok, [0.5, math.nan, 0]]) and not rule([])
+
+
+def test_converges_rule_needs_no_increase_from_t100_and_a_decrease_for_every_draw():
+    rule, ok = mm.CONVERGES, [0, 0.5]  # [increases of 1 − cos from t = 1e2, end / t = 1e2]
+    assert rule([ok, [0, 1 - EPS]]) and not rule([ok, [0, 1.0]]) and not rule([ok, [0, 1 + EPS]])
+    assert not rule([ok, [1, 0.5]]) and not rule([ok, None]) and not rule([ok, [0, math.nan]]) and not rule([])
 
 
 def test_separable_rule():
@@ -140,17 +148,63 @@ def test_tiny_run_has_every_claim_keyed_metrics_and_an_explorer():
     assert [c.id for c in r.claims] == list(mm.CLAIMS)[1:]
     status = {c.id: c.status for c in r.claims}
     assert status["direction_monotone"] == status["weight_decay_bounded"] == status["angle_grows_with_lambda"] == HELD
+    assert status["large_eta_loss_rises"] == HELD and len(r.claim("large_eta_loss_rises").value) == 2  # two slab draws
+    steps = r.frames["step_sizes"]
+    assert set(steps.data_seed) == {0, 1} and set(steps.label) == {"η = 1", "η = 10"}
+    assert r.metrics[key("loss_increases_first_1000", step_size=10.0, data_seed=1)] >= 1
     assert r.metrics["separable"] and 0 < r.metrics["margin_ratio_end@seed=1"] <= 1
     assert r.metrics[key("norm_minimizer", weight_decay=0.2)] > 0 and key("one_minus_cos_end", batch_size=4) in r.metrics
     assert all(r.metrics[key("diverged_at", seed=s)] is None for s in (0, 1))
     assert r.claim("angle_grows_with_lambda").value == pytest.approx(
         r.metrics["angle_deg@weight_decay=0.2"] - r.metrics["angle_deg@weight_decay=0.05"])
-    assert set(r.frames["history"].group) == {"seeds", "step size", "weight decay", "batch size"}
-    assert set(r.timings) == {"ensemble", "2-D run", "references"}
+    assert set(r.frames["history"].group) == {"seeds", "weight decay", "batch size"}
+    assert set(r.timings) == {"ensemble", "step sizes (thin slab)", "2-D run", "references"}
     assert mm.chart(r.frames["history"]).to_dict() and mm.sweep_chart(r).to_dict() and mm.boundary_chart(r).to_dict()
     e = r.exploration
     assert e.run is mm.explore and set(e.controls) == {"step_size", "steps", "label_noise", "margin"}
     assert e.controls["label_noise"].field == "data_options.label_noise" and set(e.initial.run) == {0}
+    assert e.presets is mm.PRESETS and e.learned is mm.learned
+    view = str(mm.learned(e.initial[["run", "step", "metric", "value"]], e.config).to_dict())
+    assert "what it learned" in view and "projected from d = 5" in view
+
+
+def test_the_thin_slab_makes_the_large_step_loss_non_monotone_and_gaussian_data_do_not():
+    r = mm.run(steps=1000, seeds=1, step_sizes=[100.0], weight_decays=[], batch_sizes=[])
+    assert r.claim("large_eta_loss_rises").held and r.claim("large_eta_direction").held
+    assert r.metrics[key("loss_increases_first_1000", step_size=100.0, data_seed=0)] >= 10
+    data = make_dataset("separable", n_train=40, d=5, margin=0.1)  # the main data: the first large step separates it
+    run = train(mm.with_evals(mm.config(step_size=100.0, steps=1000)), data=data, progress=False)
+    losses = run.step_losses[:, 0]
+    assert int((losses[1:] > losses[:-1]).sum()) == 0
+
+
+def test_plane_is_an_orthonormal_view_with_the_svm_first():
+    data = make_dataset("separable", n_train=40, d=5, margin=0.1)
+    svm = mg.svm(data.x_train, data.y_train)
+    basis = mm.plane(data.x_train, svm.w)
+    torch.testing.assert_close(basis.T @ basis, torch.eye(2, dtype=torch.float64))
+    torch.testing.assert_close(basis[:, 0], svm.w / svm.w.norm())
+    flat = make_dataset("separable", n_train=20, d=2, margin=0.1)
+    b2 = mm.plane(flat.x_train)  # no SVM: principal directions; in d = 2 a rotation of the plane
+    torch.testing.assert_close(b2 @ b2.T, torch.eye(2, dtype=torch.float64))
+    run = mm.explore(mm.config(steps=200))  # the probe's view coordinates are w projected on the plane
+    h = run.history[run.history.step == 200].set_index("metric")["value"]
+    w = run.params["W0"][0, :, 0].double() @ mm.plane(run.data.x_train, svm.w)
+    assert h["w_par"] == pytest.approx(float(w[0])) and h["w_perp"] == pytest.approx(float(w[1]), abs=1e-12)
+
+
+def test_presets_apply_in_the_explorer():
+    r = mm.run(steps=200, seeds=1, step_sizes=[], weight_decays=[], batch_sizes=[])
+    ex = r.explorer(headless=True)
+    try:
+        for name, preset in mm.PRESETS.items():
+            assert ex.apply_preset(name) == [] and preset["question"]
+            cfg = ex.config
+            assert cfg.step_size == preset["values"]["step_size"] and cfg.steps == preset["values"]["steps"]
+            assert cfg.data_options["slab"] == preset["values"]["data_options.slab"], name
+            assert cfg.data_options["margin"] == preset["values"]["data_options.margin"], name
+    finally:
+        ex.close()
 
 
 def test_label_noise_breaks_separability_and_is_reported_not_crashed():
@@ -181,7 +235,7 @@ def test_own_data_and_bad_input():
 
 def test_a_diverged_member_makes_its_claims_diverged():
     r = mm.run(steps=200, seeds=1, d=2, margin=0.0, step_sizes=[1e8], weight_decays=[], batch_sizes=[])
-    step = r.metrics[key("diverged_at", step_size=1e8)]
+    step = r.metrics[key("diverged_at", step_size=1e8, data_seed=0)]
     assert step is not None and r.claim("large_eta_direction").status == DIVERGED and r.claim("log_rate").held
     assert f"diverged at step {step}" in r.claim("large_eta_loss_rises").note
     assert mm.sweep_chart(r).to_dict()  # drawn up to the divergence

@@ -13,6 +13,8 @@ U and s come from an SVD of the triangular factor of Φᵀ = QR, updated as feat
 in float64: near N = n, where κ(Φ) reaches ~1e4–1e5, the solve stays exact to ~1e-11. SGD trains with the
 engine (a depth-0, bias-free MLP, loss "mse" = ½ squared error, `center_output`: from a = 0 as the closed
 forms). Data: `linear_teacher` (d = 15, teacher on k = 5): n train, N_VAL noisy validation, 1000 noiseless test.
+The tuned ridge's "no peak" is a statement about the expected test error: it is checked on the mean curve over
+`draws` (≥ MIN_DRAWS) feature draws, not on single draws, which rise by several per cent from width to width.
 """
 from __future__ import annotations
 
@@ -36,16 +38,17 @@ MIN_WIDTH = 10
 LAMBDAS = np.logspace(-6, 2, 33)  # the grid the tuned ridge chooses from (per width, by validation)
 PEAK_WINDOW = 0.25  # the peak must lie within ±25 % of N = n
 PEAK_FACTOR = 5.0  # and be ≥ 5× the curve's minimum
-MAX_RISE = 1.05  # tuned ridge: never rises more than 5 % from one width to the next
+MAX_RISE = 1.05  # tuned ridge: its expected test error never rises more than 5 % from one width to the next
+MIN_DRAWS = 20  # feature draws averaged for the expected (mean) tuned-ridge curve; fewer: informational
+DRAW_CHUNK = 5  # feature draws solved together (memory: the evaluation features are [draws, 1500, width])
 SGD_FRACTIONS = (0.5, 0.8, 1.0, 1.25, 2.5)  # SGD widths, as multiples of n (engine runs are not free)
 COLUMNS = ["run", "step", "metric", "value", "seed", "method", "quantity", "diverged_at"]
 
 PEAK_AT_N = every_seed(within(1 - PEAK_WINDOW, 1 + PEAK_WINDOW))  # N_peak / n of the ridgeless curve
 PEAK_TALL = every_seed(at_least(PEAK_FACTOR))  # ridgeless peak / minimum
-RISE = at_most(MAX_RISE)  # largest ratio of a tuned-ridge test error to the one at the previous width
-TUNED_FLAT = every_seed(RISE)
-GD_LOWER = every_seed(below(1))  # GD's largest test error / ridgeless's
-SGD_LOWER = below(1)  # SGD / ridgeless test error at N = n (first seed)
+RISE = at_most(MAX_RISE)  # largest ratio of the mean tuned-ridge test error to the one at the previous width
+GD_FLAT = every_seed(below(PEAK_FACTOR))  # GD's largest test error within ±25 % of N = n / its own minimum
+SGD_FLAT = below(PEAK_FACTOR)  # SGD's test error at N = n / its lowest over its widths (first seed)
 
 THEME = Theme("06_double_descent", {
     "step_size": Param(1.0, POSITIVE, "step size η of GD and SGD", label="step size η", log=True, slider=(1e-3, 100.0)),
@@ -56,6 +59,7 @@ THEME = Theme("06_double_descent", {
     "n_train": Param(200, Interval(int, 10, 5_000), "n, the number of training examples (the threshold N = n)"),
     "label_noise": Param(0.5, Interval(float, 0, 100), "label noise σ (std of the training labels' Gaussian noise)",
                          field="data_options.label_noise", slider=(0.0, 2.0)),
+    "draws": Param(MIN_DRAWS, Interval(int, 1, 1000), "feature draws averaged for the tuned ridge's expected test error"),
     "seeds": SEEDS, "seed": SEED, "device": DEVICE,
 })
 
@@ -214,6 +218,13 @@ def peak(curve: pd.Series) -> tuple[int, float, float]:
     return int(curve.idxmax()), float(curve.max()), float(curve.max() / curve.min())
 
 
+def near_threshold_over_min(curve: pd.Series, n: int) -> float:
+    """A curve's largest value within ±PEAK_WINDOW of N = n over its minimum (NaN where it has no value there)."""
+    curve = curve.dropna()
+    near = curve[(curve.index >= (1 - PEAK_WINDOW) * n) & (curve.index <= (1 + PEAK_WINDOW) * n)]
+    return float(near.max() / curve.min()) if len(near) else math.nan
+
+
 def max_rise(curve: pd.Series) -> float:
     """The largest ratio of a value to the one at the previous width (≤ 1: never rises)."""
     values = curve.dropna().sort_index().to_numpy()
@@ -222,12 +233,16 @@ def max_rise(curve: pd.Series) -> float:
 
 @THEME.run
 def run(p, result) -> None:
-    """Ridgeless, fixed-λ ridge, validation-tuned ridge and limited-step GD curves for `seeds` feature
-    draws (seed, seed + 1, …), SGD (when batch_size is set) for the first, and the claims."""
+    """Ridgeless, fixed-λ ridge, validation-tuned ridge and limited-step GD curves for max(`seeds`, `draws`)
+    feature draws (seed, seed + 1, …), SGD (when batch_size is set) for the first, and the claims: the per-seed
+    ones on the first `seeds` draws, the tuned ridge's on the mean curve over the first `draws`."""
     cfg = config(p.step_size, p.batch_size, p.weight_decay, p.steps, p.width, p.n_train, p.label_noise, p.seed, p.device)
-    seeds, n, first = [p.seed + i for i in range(p.seeds)], p.n_train, dict(seed=p.seed)
+    every = [p.seed + i for i in range(max(p.seeds, p.draws))]
+    seeds, draws, n, first = every[:p.seeds], every[:p.draws], p.n_train, dict(seed=p.seed)
     with result.timed("closed forms"):
-        frame = curves(cfg, seeds)
+        frame = pd.concat([curves(cfg, every[i:i + DRAW_CHUNK]) for i in range(0, len(every), DRAW_CHUNK)],
+                          ignore_index=True)
+        frame["run"] = frame.seed - p.seed
     if p.batch_size is not None:
         with result.timed("SGD (engine)"):
             sgd, runs = sgd_curves(cfg, p.seed)
@@ -237,51 +252,67 @@ def run(p, result) -> None:
     summary = lambda s, ridgeless, gd, tuned: {
         "seed": s, "peak_width": peak(ridgeless)[0], "peak_mse": ridgeless.max(), "peak_over_min": peak(ridgeless)[2],
         "tuned_max_rise": max_rise(tuned), "tuned_peak_over_min": peak(tuned)[2], "gd_peak_mse": gd.max(),
-        "gd_peak_ratio": gd.max() / ridgeless.max(), "gd_diverged_widths": int(gd.isna().sum())}
+        "gd_near_n_over_min": near_threshold_over_min(gd, n), "gd_diverged_widths": int(gd.isna().sum())}
     table = pd.DataFrame([summary(s, *(curve(s, m) for m in ("ridgeless", "GD", "tuned ridge"))) for s in seeds])
-    med = frame[frame.quantity.isin(["test", "cond"])].groupby(["metric", "width"])["value"].median()
+    shown = frame[frame.seed.isin(seeds)]
+    med = shown[shown.quantity.isin(["test", "cond"])].groupby(["metric", "width"])["value"].median()
+    tuned_draws = test[(test.method == "tuned ridge") & test.seed.isin(draws)].groupby("width")["value"]
+    tuned_mean, tuned_median = tuned_draws.mean(), tuned_draws.median()
     at_n = lambda metric: float(frame.value[(frame.seed == p.seed) & (frame.metric == metric) & (frame.width == n)]
                                 .sum(min_count=1))  # NaN where missing or diverged
-    m = result.metrics = {"n": n, "widths": int(frame.width.nunique())}
-    for name in ("peak_width", "peak_mse", "peak_over_min", "tuned_max_rise", "gd_peak_ratio", "tuned_peak_over_min"):
+    m = result.metrics = {"n": n, "widths": int(frame.width.nunique()), "draws": len(draws)}
+    for name in ("peak_width", "peak_mse", "peak_over_min", "tuned_max_rise", "gd_near_n_over_min", "tuned_peak_over_min"):
         m.update(per_seed(name, table[name].tolist(), seeds))
-    ridgeless, tuned = med["test:ridgeless"], med["test:tuned ridge"]
+    ridgeless = med["test:ridgeless"]
     m.update({"ridgeless_min_mse_median": ridgeless.min(), "ridgeless_peak_mse_median": ridgeless.max(),
-              "ridgeless_widest_mse_median": ridgeless.iloc[-1], "tuned_first_mse_median": tuned.iloc[0],
-              "tuned_at_n_mse_median": tuned.get(n, math.nan), "tuned_widest_mse_median": tuned.iloc[-1],
-              "tuned_max_rise_median_curve": max_rise(tuned), "cond_at_n_median": med["cond"].get(n, math.nan),
-              "cond_max": frame.value[frame.quantity == "cond"].max(), key("gd_train_mse_at_n", **first): at_n("train:GD"),
+              "ridgeless_widest_mse_median": ridgeless.iloc[-1], "tuned_first_mse_mean": tuned_mean.iloc[0],
+              "tuned_at_n_mse_mean": tuned_mean.get(n, math.nan), "tuned_widest_mse_mean": tuned_mean.iloc[-1],
+              "tuned_max_rise_mean_curve": max_rise(tuned_mean), "tuned_max_rise_median_curve": max_rise(tuned_median),
+              "tuned_max_rise_single_draw_max": max(max_rise(curve(s, "tuned ridge")) for s in draws),
+              "cond_at_n_median": med["cond"].get(n, math.nan), "cond_max": shown.value[shown.quantity == "cond"].max(),
+              key("gd_train_mse_at_n", **first): at_n("train:GD"),
               key("ridgeless_train_mse_at_n", **first): at_n("train:ridgeless"),
               "gd_diverged_widths": int(table.gd_diverged_widths.sum())})
-    sgd_ratio = at_n("test:SGD") / at_n("test:ridgeless")
+    sgd = test[test.method == "SGD"].set_index("width")["value"]
+    sgd_ratio = float(at_n("test:SGD") / sgd.min()) if sgd.notna().any() else math.nan
     if p.batch_size is not None:
         m.update({key("sgd_test_mse_at_n", **first): at_n("test:SGD"), key("sgd_train_mse_at_n", **first): at_n("train:SGD"),
                   "sgd_diverged_widths": int(test[test.method == "SGD"].diverged_at.notna().sum()),
-                  key("sgd_over_ridgeless_at_n", **first): sgd_ratio})
+                  key("sgd_at_n_over_min", **first): float(sgd_ratio),
+                  key("ridgeless_over_sgd_at_n", **first): at_n("test:ridgeless") / at_n("test:SGD")})
     diverged = lambda method, at=None: {  # {label: earliest step} of a method's diverged widths (or width `at`), per seed
         f"{method} at {len(g)} width(s) from N = {g.width.min()}, seed {s}": int(g.diverged_at.min()) for s, g in
-        test[(test.method == method) & test.diverged_at.notna() & ((test.width == at) | (at is None))].groupby("seed")}
-    rise = f"{(MAX_RISE - 1) * 100:.0f} % from one width to the next"
+        test[(test.method == method) & test.diverged_at.notna() & ((test.width == at) | (at is None))
+             & test.seed.isin(seeds)].groupby("seed")}
+    rise, window = f"{(MAX_RISE - 1) * 100:.0f} % from one width to the next", f"±{PEAK_WINDOW * 100:g} % of N = n"
+    few = len(draws) < MIN_DRAWS
+    sgd_widths = sorted(set(test.width[test.method == "SGD"]))
     result.claims = [
-        verdict("peak_at_threshold", f"ridgeless test error peaks within ±{PEAK_WINDOW * 100:g} % of N = n = {n}, for "
-                "every seed (N_peak / n)", (table.peak_width / n).tolist(), PEAK_AT_N,
-                note=f"N_peak = {fmt_number(table.peak_width.tolist(), 'g')}"),
+        verdict("peak_at_threshold", f"ridgeless test error peaks within {window} = {n}, for every seed (N_peak / n)",
+                (table.peak_width / n).tolist(), PEAK_AT_N, note=f"N_peak = {fmt_number(table.peak_width.tolist(), 'g')}"),
         verdict("peak_height", f"the ridgeless peak is ≥ {PEAK_FACTOR:g}× the curve's minimum, for every seed",
                 table.peak_over_min.tolist(), PEAK_TALL),
-        verdict("tuned_no_peak", f"validation-tuned ridge has no peak: its test error never rises > {rise}, for every "
-                "seed", table.tuned_max_rise.tolist(), TUNED_FLAT),
-        verdict("tuned_no_peak_median", f"validation-tuned ridge, median curve over the seeds: never rises > {rise}",
-                m["tuned_max_rise_median_curve"], RISE),
-        verdict("gd_peak_lower", f"GD stopped after {p.steps} steps peaks lower than ridgeless, for every seed (GD max / "
-                "ridgeless max)", table.gd_peak_ratio.tolist(), GD_LOWER, diverged=diverged("GD")),
-        verdict("sgd_below_ridgeless", f"mini-batch SGD (B = {p.batch_size}, {p.steps} steps) also stays below the ridgeless "
-                "test error at N = n (ratio, first seed)", sgd_ratio, SGD_LOWER, diverged=diverged("SGD", n),
-                informational=(no_sgd := n not in set(test.width[test.method == "SGD"])), note="no SGD run at N = n" * no_sgd),
+        verdict("tuned_no_peak", f"validation-tuned ridge has no peak: its mean test error over {len(draws)} feature draws "
+                f"(the expected risk) never rises > {rise}", m["tuned_max_rise_mean_curve"], RISE, informational=few,
+                note=(f"median curve {m['tuned_max_rise_median_curve']:.4g}; single draws up to "
+                      f"{m['tuned_max_rise_single_draw_max']:.4g}") + (f"; fewer than {MIN_DRAWS} draws: the mean is too "
+                                                                       "noisy to score" if few else "")),
+        verdict("gd_no_peak", f"GD stopped after {p.steps} steps has no interpolation peak: its test error within {window} "
+                f"stays < {PEAK_FACTOR:g}× its own minimum, for every seed (the ridgeless peak is ≥ {PEAK_FACTOR:g}×)",
+                table.gd_near_n_over_min.tolist(), GD_FLAT, diverged=diverged("GD")),
+        verdict("sgd_no_peak", f"mini-batch SGD (B = {p.batch_size}, {p.steps} steps) has no peak either: its test error at "
+                f"N = n is < {PEAK_FACTOR:g}× its lowest over its widths (first seed)", sgd_ratio, SGD_FLAT,
+                diverged=diverged("SGD"), informational=(no_sgd := n not in sgd_widths),
+                note="no SGD run at N = n" if no_sgd else f"SGD widths N = {fmt_number(sgd_widths, 'g')}"),
     ]
-    result.frames = {"curves": frame, "per_seed": table}
+    result.frames = {"curves": shown, "per_seed": table,  # the draws past `seeds` only enter the tuned-ridge mean
+                     "tuned_draws": test[(test.method == "tuned ridge") & test.seed.isin(draws)],
+                     "tuned_mean": pd.DataFrame({"width": tuned_mean.index, "mean": tuned_mean.values,
+                                                 "median": tuned_median.values})}
     result.exploration = Exploration(cfg, chart, run=explore, initial=frame[frame.seed == p.seed],
                                      controls={k: THEME.params[k] for k in ("step_size", "steps", "label_noise")},
-                                     common=("batch_size", "weight_decay"))  # a linear read-out: no rank
+                                     common=("batch_size", "weight_decay"),  # a linear read-out: no rank
+                                     presets=PRESETS, learned=learned)
 
 
 # ---- charts
@@ -323,3 +354,49 @@ def lambda_chart(frame: pd.DataFrame):
     """The λ the validation chose at each width, per seed."""
     return charts.curves(frame, "lambda:tuned ridge", x="width", log_y=True, title="ridge λ chosen by validation",
                          y_title="chosen λ", width=300, height=180).encode(x=N_AXIS)
+
+
+def learned(frame: pd.DataFrame, config: RunConfig | None = None):
+    """What the read-outs learned, live in the explorer: test error against N with the current width (the config's
+    N) marked by a point per read-out and N = n by a rule, beside the norm ‖a‖ of the learned read-out — the
+    coefficients the ridgeless one needs to fit the noise blow up at N = n, a ridge or few GD steps cap them."""
+    parts = frame["metric"].str.split(":", n=1)
+    f = frame.assign(width=frame.step, quantity=parts.str[0], method=parts.str[1].fillna(""))
+    f = f[f.quantity.isin(["test", "norm"]) & (f.method != "") & np.isfinite(f.value.astype(float))]
+    if f.empty:
+        return charts.empty("what the read-outs learned: no curves yet")
+    current = int(config.width) if config is not None else int(f.width.max())
+    at = f[f.width == f.width[f.width <= current].max()] if (f.width <= current).any() else f.iloc[:0]
+    rules = [charts.vertical_rule(config.n_train, "N = n")] if config is not None else []
+    here = [charts.vertical_rule(current, f"current width N = {current}")]
+
+    def panel(quantity, title, y_title):
+        lines = alt.Chart(f[f.quantity == quantity]).mark_line().encode(
+            x=N_AXIS, y=alt.Y("value:Q", scale=alt.Scale(type="log"), title=y_title), color=METHOD, detail="run:N",
+            tooltip=["method:N", alt.Tooltip("width:Q", title="N"), alt.Tooltip("value:Q", format=".3g")])
+        points = alt.Chart(at[at.quantity == quantity]).mark_point(size=90, filled=True).encode(
+            x=N_AXIS, y="value:Q", color=METHOD, tooltip=["method:N", alt.Tooltip("value:Q", format=".3g")])
+        return charts.layer(lines, points, *rules, *here).properties(title=title, width=300, height=180)
+
+    return charts.row(panel("test", "what it learned: test error against width", "test MSE"),
+                      panel("norm", "the learned read-out's norm ‖a‖", "‖a‖"))
+
+
+PRESETS = {  # the explorer's guided scenarios (each sets every value it depends on)
+    "the interpolation peak": {
+        "question": "Where does GD with many steps peak, and is it where the ridgeless read-out peaks (N = n)?",
+        "values": {"steps": 10_000, "step_size": 1.0, "weight_decay": 0.0, "batch_size": None,
+                   "data_options.label_noise": 0.5}, "lock": ("weight_decay",)},
+    "early stopping": {
+        "question": "How few GD steps flatten the peak, and what do they cost at small and large N?",
+        "values": {"steps": 10, "step_size": 1.0, "weight_decay": 0.0, "batch_size": None,
+                   "data_options.label_noise": 0.5}, "hide": ("weight_decay",)},
+    "a fixed ridge": {
+        "question": "Does one fixed λ flatten the peak at N = n, and what does it cost at other widths?",
+        "values": {"weight_decay": 0.001, "steps": 1000, "step_size": 1.0, "batch_size": None,
+                   "data_options.label_noise": 0.5}, "lock": ("step_size", "steps")},
+    "noiseless labels": {
+        "question": "With labels carrying no noise, is there still a peak at N = n?",
+        "values": {"data_options.label_noise": 0.0, "steps": 1000, "step_size": 1.0, "weight_decay": 0.0,
+                   "batch_size": None}},
+}
