@@ -149,6 +149,22 @@ def test_weight_decay_rule_needs_nc1_strictly_decreasing_in_lambda():
     assert not nc.WD_FALLS([0.03, 0.01, 0.02]) and not nc.WD_FALLS([0.03, None, 0.01]) and not nc.WD_FALLS([0.03])
 
 
+def test_weight_decay_speeds_up_collapse_rule_at_its_threshold():
+    rule = nc.WD_SPEEDS_UP  # per seed: the largest NC1(more λ) / NC1(less λ) over the terminal phase
+    assert rule([0.5, 1.0 - EPS]) and not rule([0.5, 1.0]) and not rule([0.5, 1.0 + EPS])
+    assert not rule([0.5, None]) and not rule([0.5, math.nan]) and not rule([])
+
+
+def test_terminal_phase_ratio_reads_the_trajectory_from_zero_training_error_on():
+    nc1 = pd.DataFrame({0: [1.0, 0.5, 0.2, 0.1], 1: [1.0, 0.6, 0.1, 0.05]}, index=[0, 10, 20, 30])  # λ small, λ large
+    assert nc.terminal_phase_ratio(nc1, [20, 10]) == pytest.approx(0.5)  # from step 20: 0.1/0.2, 0.05/0.1
+    assert nc.terminal_phase_ratio(nc1, [10, 10]) == pytest.approx(1.2)  # step 10 counts: 0.6/0.5
+    assert nc.terminal_phase_ratio(nc1, [None, 10]) is None  # a run never reached zero training error
+    assert nc.terminal_phase_ratio(nc1[[0]], [10]) is None
+    three = nc1.assign(**{"2": [1.0, 0.3, 0.2, 0.01]})
+    assert nc.terminal_phase_ratio(three, [20, 20, 20]) == pytest.approx(2.0)  # 0.2/0.1 at step 20 for λ 2 vs 1
+
+
 # ---------------------------------------------------------------------------------------------
 # the experiment, on tiny settings
 
@@ -191,18 +207,19 @@ def test_tiny_run_computes_every_claim_per_seed_and_draws():
     last = h[(h.step == h.step.max()) & (h.metric == "nc1")]
     assert torch.allclose(torch.tensor(last.value.values),
                           torch.tensor(h[(h.step == h.step.max()) & (h.metric == "nc1_layer3")].value.values))
-    assert set(h.role) == {"seed", "λ comparison"} and h.run.nunique() == 4
+    assert set(h.role) == {"seed", "λ comparison"} and h.run.nunique() == 6  # 2 seeds × 3 λ: the same seeds
+    assert set(h[h.role == "λ comparison"].seed) == {0, 1}
     assert {"nc1_drop@seed=0", "nc1_drop@seed=1", "nc4_end@seed=0", "nc1_layer2_end@seed=1", "diverged_at@seed=1",
-            "nc1_end@wd=0", "nc1_end@wd=0.0005", "nc1_end@wd=0.002"} <= set(m)
+            "nc1_end@wd=0,seed=0", "nc1_end@wd=0.0005,seed=1", "nc1_end@wd=0.002,seed=1", "nc1_wd_max_ratio@seed=1"} <= set(m)
     assert [c.id for c in res.claims] == ["nc1_falls_after_zero_error", "nc3_aligns", "nc4_nearest_centre",
-                                          "nc1_falls_with_depth", "weight_decay_lowers_nc1"]
+                                          "nc1_falls_with_depth", "weight_decay_speeds_collapse"]
     assert m["nc1_at_zero_error@seed=0"] is not None  # 10 epochs reach zero training error on 4 classes
     assert m["nc1_drop@seed=0"] == pytest.approx(m["nc1_at_zero_error@seed=0"] / m["nc1_end@seed=0"])
     assert res.claim("nc1_falls_after_zero_error").value == nc.by_seed(res, "nc1_drop")
     assert res.claim("nc4_nearest_centre").value == nc.by_seed(res, "nc4_end")
-    wd = res.claim("weight_decay_lowers_nc1")
-    assert wd.value == [m["nc1_end@wd=0"], m["nc1_end@wd=0.0005"], m["nc1_end@wd=0.002"]]
-    for c, rule in zip(res.claims, (nc.NC1_FALLS, nc.NC3_FALLS, nc.NC4_NCC, nc.DEPTH_FALLS, nc.WD_FALLS)):
+    wd = res.claim("weight_decay_speeds_collapse")
+    assert wd.value == [m["nc1_wd_max_ratio@seed=0"], m["nc1_wd_max_ratio@seed=1"]]
+    for c, rule in zip(res.claims, (nc.NC1_FALLS, nc.NC3_FALLS, nc.NC4_NCC, nc.DEPTH_FALLS, nc.WD_SPEEDS_UP)):
         assert c.status == ("held" if rule(c.value) else "not held"), c.id
     cos = res.frames["cosines"]
     assert len(cos[(cos.seed == 0) & (cos.moment == "end") & (cos["of"] == "class means")]) == 4 * 3 // 2
@@ -215,11 +232,21 @@ def test_tiny_run_computes_every_claim_per_seed_and_draws():
     assert e.run is nc.explore and e.config.seed == 0 and e.initial.run.unique().tolist() == [0]
     assert e.controls["rank"].slider == (1, 32) and e.controls["imbalance"].field == "data_options.imbalance"
     assert nc.chart(e.initial.assign(label="λ=0.0005", current=True), e.config).to_dict()
+    assert e.presets and e.learned is nc.learned_chart
+    assert "class-mean cosines" in str(nc.learned_chart(e.initial.assign(current=True), e.config).to_dict())
+    assert "first evaluation" in str(nc.learned_chart(e.initial.iloc[:0], e.config).to_dict())
+    ex = res.explorer(headless=True)
+    try:
+        for name, preset in e.presets.items():
+            assert not ex.apply_preset(name), name  # every value accepted, no message
+            assert all(ex.values[k] == v for k, v in preset["values"].items()), name
+    finally:
+        ex.close()
 
 
 def test_one_weight_decay_draws_a_note_and_one_layer_has_nothing_to_compare():
-    res = nc.run(width=16, depth=1, steps=40, seeds=1, classes=3)
-    assert "weight_decay_lowers_nc1" not in [c.id for c in res.claims]
+    res = nc.run(width=16, depth=1, steps=40, seeds=1, classes=3, compare_weight_decay=[])
+    assert "weight_decay_speeds_collapse" not in [c.id for c in res.claims]
     assert "No λ comparison" in str(nc.weight_decay_chart(res).to_dict())
     depth = res.claim("nc1_falls_with_depth")
     assert depth.status == "not held" and depth.note == "one hidden layer: nothing to compare"
@@ -231,7 +258,7 @@ def test_zero_error_step_and_a_diverged_run_is_reported():
     assert nc.zero_error_step(history.assign(value=[0.1, 0.9, 0.99]), 0) is None
     res = nc.run(width=16, depth=2, steps=20, seeds=1, step_size=1e4)
     assert res.metrics["diverged_at@seed=0"] is not None
-    assert [c.status for c in res.claims] == ["diverged"] * 4
+    assert [c.status for c in res.claims] == ["diverged"] * 5
     assert f"diverged at step {res.metrics['diverged_at@seed=0']} (seed 0)" in res.claims[0].note
     assert nc.chart(res.frames["history"]).to_dict()
 

@@ -175,8 +175,10 @@ def tiny():
 def test_run_tiny_produces_claims_metrics_and_frames(tiny):
     r = tiny
     assert [c.id for c in r.claims] == ["irrelevant_norm_falls_with_b", "smallest_b_halves_gd",
-                                        "gd_keeps_irrelevant_norm", "lazy_regime", "feature_regime"]
-    assert all(len(c.value) == 2 for c in r.claims)  # one value per seed
+                                        "gd_keeps_irrelevant_norm", "lazy_regime", "feature_regime",
+                                        "feature_regime_untrained"]
+    assert all(len(c.value) == 2 for c in r.claims[:-1])  # one value per seed
+    assert r.claims[-1].status == "informational" and "feature_ratio@T=0.001,seed=1" in r.metrics
     assert r.claim("irrelevant_norm_falls_with_b").value[0] == pytest.approx(
         [r.metrics[f"irrelevant@B={b},seed=0"] for b in ("GD", 32, 1)], abs=1e-4)  # GD, then B from large to small
     assert {"support", "runs", "support_table", "phase", "pairs", "temperature", "temperature_history"} <= set(r.frames)
@@ -239,6 +241,34 @@ def test_diverged_runs_are_reported_not_scored():
     assert "div." in str(d)
     assert "diverged at step" in str(sn.support_chart(r.frames["support"], seed=0, step_size=50.0, k=2).to_dict())
     assert "diverged at step" in str(sn.explore_chart(r.exploration.initial, r.exploration.config).to_dict())
+
+
+def test_temperatures_where_the_feature_run_does_not_train_are_reported_not_dropped():
+    r = sn.run(**{**TINY, "seeds": 1, "alphas": [0.1, 10.0], "temperatures": [1e-3, 100.0]})
+    untrained = r.claim("feature_regime_untrained")
+    assert untrained.status == "informational" and untrained.value == [100.0]
+    assert "T = 100" in untrained.claim and "diverged at step" in untrained.note
+    assert math.isnan(r.metrics["feature_ratio@T=100,seed=0"]) and r.metrics["feature_untrained_temperatures"] == 1
+    feature = r.claim("feature_regime")
+    assert "not at T = 100" in feature.claim and "T = 100: did not train" in feature.note
+    assert feature.value == [r.metrics["feature_ratio@T=0.001,seed=0"]]  # scored where it trains
+
+
+def test_learned_view_and_presets(tiny):
+    e = tiny.exploration
+    assert set(e.presets) >= {"B = 1", "full batch"} and e.learned is sn.learned_chart
+    d = str(sn.learned_chart(e.initial, e.config).to_dict())
+    assert "relevant" in d and "irrelevant" in d
+    assert "first evaluation" in str(sn.learned_chart(e.initial.iloc[:0], e.config).to_dict())
+    two = pd.concat([e.initial.assign(label="B=1"), e.initial.assign(label="GD")])
+    assert "row" in sn.learned_chart(two, e.config).to_dict()["encoding"]
+    ex = tiny.explorer(headless=True)
+    try:
+        for name, preset in e.presets.items():
+            assert not ex.apply_preset(name), name  # every value accepted, no message
+            assert all(ex.values[k] == v for k, v in preset["values"].items()), name
+    finally:
+        ex.close()
 
 
 def test_a_held_claim_keeps_its_value(tiny):

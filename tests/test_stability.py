@@ -42,12 +42,20 @@ def test_loss_increase_fractions():
     assert stability.loss_increase_fractions(losses, 0) == (None, pytest.approx(2 / 6))
 
 
-def test_converged():
-    assert stability.converged(0.05, 0.5, None)
-    assert stability.converged(0.1, 0.5, None)  # exactly 20 % of the initial loss
-    assert not stability.converged(0.2, 0.5, None)  # 40 % of the initial loss
-    assert not stability.converged(0.01, 0.5, 85)  # diverged
-    assert not stability.converged(float("nan"), 0.5, None)
+def test_converged_means_near_interpolation():
+    tol = stability.INTERPOLATION_LOSS
+    assert stability.converged(tol, None)  # at the threshold
+    assert stability.converged(tol * (1 - 1e-6), None)  # just inside
+    assert not stability.converged(tol * (1 + 1e-6), None)  # just outside
+    assert not stability.converged(0.1, None)  # 20 % of a 0.5 initial loss is far from a minimum
+    assert not stability.converged(1e-5, 85)  # diverged
+    assert not stability.converged(float("nan"), None)
+
+
+def test_diverged_sgd_step_sizes_are_reported_not_dropped():
+    res = stability.run(**{**TINY, "trace_step_sizes": [0.05, 40.0]})
+    c = res.claim("sgd_trace_bound")
+    assert c.status == DIVERGED and "η = 40, seed 0" in c.note and "diverged at step" in c.note
 
 
 def test_gauss_newton_trace_of_a_linear_model_by_hand():
@@ -195,3 +203,22 @@ def test_trace_config_maps_ce_to_logistic_for_the_scalar_target():
     assert (c.width, c.depth, c.n_train, c.eval_every, c.data_options) == (32, 1, 200, 10, {"target": "parity"})
     data = make_dataset("digits", 200, target="parity")
     assert data.output_dim == 1 and set(data.y_train.flatten().tolist()) == {-1.0, 1.0}
+
+
+def test_presets_apply_and_the_learned_view_draws_lambda_max_against_two_over_eta(tiny):
+    e = tiny.exploration
+    assert e.learned is stability.learned_chart and "edge_ratio" in set(e.initial.metric)
+    ratio = e.initial[e.initial.metric == "edge_ratio"].value.to_numpy()
+    sharp = e.initial[e.initial.metric == "sharpness"].value.to_numpy()
+    assert np.allclose(ratio, sharp * e.config.step_size / 2)
+    assert "λ_max against 2/η" in str(stability.learned_chart(e.initial, e.config).to_dict())
+    assert "first evaluation" in str(stability.learned_chart(e.initial.iloc[:0], e.config).to_dict())
+    ex = tiny.explorer(headless=True)
+    try:
+        for name, preset in e.presets.items():
+            assert not ex.apply_preset(name), name  # every value accepted, no message
+            assert all(ex.values[k] == v for k, v in preset["values"].items()), name
+    finally:
+        ex.close()
+    run = stability.explore(e.config.replace(steps=20, eval_every=10))
+    assert "edge_ratio" in set(run.history.metric)

@@ -44,6 +44,7 @@ NC4_NCC = every_seed(at_most(MISMATCH))  # mismatch with the nearest-class-centr
 DEPTH_FALLS = every_seed(below(1.0))  # the largest NC1(layer k+1) / NC1(layer k) at the end
 WD_FALLS = Rule("strictly decreasing in λ", lambda vs: len(vs) > 1 and None not in (xs := [finite(v) for v in vs])
                 and all(b < a for a, b in zip(xs, xs[1:])))  # NC1 at the end, in order of λ
+WD_SPEEDS_UP = every_seed(below(1.0))  # max over the terminal phase of NC1(larger λ) / NC1(smaller λ)
 
 THEME = Theme("05_neural_collapse", {
     "step_size": Param(0.05, POSITIVE, "step size η", log=True),
@@ -61,7 +62,8 @@ THEME = Theme("05_neural_collapse", {
     "imbalance": Param(1.0, Interval(float, 1, 1e4), "imbalance ratio: class c keeps imbalance^(−c/(C−1)) of its "
                        "examples (1: balanced)", field="data_options.imbalance", slider=(1, 50)),
     "n_train": Param(1400, Interval(int, 10, 1787), "training digits (the first n)"),
-    "compare_weight_decay": Param([], ListOf(NON_NEGATIVE, at_least=0), "extra λ values trained at seed `seed`"),
+    "compare_weight_decay": Param([0.0], ListOf(NON_NEGATIVE, at_least=0), "λ values compared with `weight_decay`, "
+                                  "trained at the same seeds"),
     "seeds": SEEDS, "seed": SEED, "device": DEVICE,
 })
 
@@ -110,10 +112,12 @@ def epochs_per_step(cfg: RunConfig, n_train: int) -> float:
 class CollapseProbe:
     """`probe(state) -> {metric: [M]}`: NC1–NC4 on the classifier's input features, NC1 of every
     hidden layer (`nc1_layer1` …), and a copy of the pairwise cosines of the centred class means and
-    of the classifier rows at every evaluation (in `self.cosines`, step -> two [M, C, C] tensors)."""
+    of the classifier rows at every evaluation (in `self.cosines`, step -> two [M, C, C] tensors). With
+    `matrix`, the pairwise cosines of the centred class means are also metrics `cos{c}_{c'}` (c < c')."""
 
-    def __init__(self):
+    def __init__(self, matrix: bool = False):
         self.cosines: dict = {}
+        self.matrix = matrix
 
     def __call__(self, state) -> dict:
         model, params, data = state.model, state.params, state.data
@@ -124,8 +128,10 @@ class CollapseProbe:
             out = collapse.collapse_metrics(h, y, w, b, C)
             for k, f in enumerate(feats, start=1):
                 out[f"nc1_layer{k}"] = out["nc1"] if (k == L and h is f) else collapse.nc1(f, y, C)
-            self.cosines[state.step] = (collapse.pairwise_cosines(collapse.centred_class_means(h, y, C)).float().cpu(),
-                                        collapse.pairwise_cosines(w - w.mean(1, keepdim=True)).float().cpu())
+            means = collapse.pairwise_cosines(collapse.centred_class_means(h, y, C))
+            self.cosines[state.step] = (means.float().cpu(), collapse.pairwise_cosines(w - w.mean(1, keepdim=True)).float().cpu())
+            if self.matrix:
+                out.update({f"cos{a}_{b}": means[:, a, b] for a in range(C) for b in range(a + 1, C)})
         return out
 
 
@@ -139,16 +145,16 @@ def classifier_inputs(params: dict, feats: list, depth: int):
     return h, w, params.get(f"b{depth}")
 
 
-def train_members(configs: list, on_eval=None, stop=None, data: Dataset | None = None):
-    """Train configs (one ensemble) with the collapse probe: (Run, probe)."""
-    probe = CollapseProbe()
+def train_members(configs: list, on_eval=None, stop=None, data: Dataset | None = None, matrix: bool = False):
+    """Train configs (one ensemble) with the collapse probe (`matrix`: cosines as metrics too): (Run, probe)."""
+    probe = CollapseProbe(matrix)
     data = data or dataset(configs[0])
     return train(configs, data=data, probes=[probe], on_eval=on_eval, stop=stop, progress=False), probe
 
 
 def explore(config: RunConfig, on_eval=None, stop=None):
     """The explorer's run: one config, streamed, with the collapse probe (~EVALS evaluations at any steps)."""
-    return train_members([config.replace(eval_every=max(1, config.steps // EVALS))], on_eval, stop)[0]
+    return train_members([config.replace(eval_every=max(1, config.steps // EVALS))], on_eval, stop, matrix=True)[0]
 
 
 def zero_error_step(history: pd.DataFrame, run: int) -> int | None:
@@ -176,13 +182,14 @@ def by_seed(result, name: str) -> list:
 
 @THEME.run
 def run(p, result) -> None:
-    """Train `seeds` seeds at the settings, plus seed `seed` at each λ in `compare_weight_decay`, as one
+    """Train `seeds` seeds at the settings, and the same seeds at each λ in `compare_weight_decay`, as one
     ensemble; compute NC1–NC4 over training and per layer; check the claims for every seed."""
     base = config(**vars(p))
     data = dataset(base)
     validate(base, n_train=data.n_train)
     lambdas = sorted(set(map(float, p.compare_weight_decay)) - {p.weight_decay})
-    configs = [base.replace(seed=p.seed + i) for i in range(p.seeds)] + [base.replace(weight_decay=l) for l in lambdas]
+    configs = [base.replace(seed=p.seed + i) for i in range(p.seeds)] + [base.replace(weight_decay=l, seed=p.seed + i)
+                                                                          for l in lambdas for i in range(p.seeds)]
     with result.timed("training"):
         r, probe = train_members(configs, data=data)
     h, last, members = r.history, int(r.history.step.max()), range(p.seeds)
@@ -220,27 +227,54 @@ def run(p, result) -> None:
                 "(largest NC1(layer k+1) / NC1(layer k), per seed)", [_largest_step(ls) for ls in layers],
                 DEPTH_FALLS, "" if p.depth > 1 else "one hidden layer: nothing to compare", diverged),
     ]
-    by_wd = sorted((c.weight_decay, m) for m, c in enumerate(configs) if c.seed == p.seed)
-    if len(by_wd) > 1:
-        ends = [value(m, "nc1", last) for _, m in by_wd]
-        result.metrics.update({key("nc1_end", wd=l): v for (l, _), v in zip(by_wd, ends)})
+    if lambdas:  # weight decay speeds up collapse: the NC1 trajectories of the λ values, seed by seed
+        order = sorted({p.weight_decay, *lambdas})
+        member = {(c.weight_decay, c.seed): m for m, c in enumerate(configs)}
+        nc1 = h[h.metric == "nc1"].pivot(index="step", columns="run", values="value")
+        worst, ends, div = [], [], {}
+        for s in seeds:
+            runs = [member[(l, s)] for l in order]
+            ends.append([value(m, "nc1", last) for m in runs])
+            div.update({f"λ = {l:g}, seed {s}": r.diverged_step(m) for l, m in zip(order, runs)})
+            worst.append(terminal_phase_ratio(nc1[runs], [zero_error_step(h, m) for m in runs]))
+            result.metrics.update({key("nc1_end", wd=l, seed=s): v for l, v in zip(order, ends[-1])})
+        result.metrics.update(per_seed("nc1_wd_max_ratio", worst, seeds))
+        lam = ", ".join(f"{l:g}" for l in order)
         result.claims.append(verdict(
-            "weight_decay_lowers_nc1", f"Weight decay speeds up collapse: more λ, lower NC1 at the end (seed "
-            f"{p.seed}, λ = {', '.join(f'{l:g}' for l, _ in by_wd)})", ends, WD_FALLS,
-            f"NC1 at λ = {by_wd[-1][0]:g} is {fmt_number(_ratio(ends[-1], ends[0]), '.3g')}× NC1 at λ = {by_wd[0][0]:g}",
-            {f"λ = {l:g}": r.diverged_step(m) for l, m in by_wd}))
+            "weight_decay_speeds_collapse", f"Weight decay speeds up collapse: from zero training error on, NC1 is lower "
+            f"with more weight decay at every evaluation (λ = {lam}; largest NC1(more λ) / NC1(less λ), per seed)",
+            worst, WD_SPEEDS_UP, "NC1 at the end, λ = " + lam + ": " + "; ".join(
+                f"seed {s}: {fmt_number(e, '.3g')}" for s, e in zip(seeds, ends)), div))
+        result.metrics.update(per_seed("nc1_end_decreasing_in_wd", [WD_FALLS(e) for e in ends], seeds))
 
     frame = charts.tidy(r).assign(epoch=lambda f: f["step"] * per_step)
     roles = pd.DataFrame({"run": range(len(configs)), "seed": [c.seed for c in configs], "role": ["seed"] * p.seeds
-                          + ["λ comparison"] * len(lambdas), "weight_decay": [c.weight_decay for c in configs]})
+                          + ["λ comparison"] * (len(lambdas) * p.seeds), "weight_decay": [c.weight_decay for c in configs]})
     result.frames["history"] = frame.merge(roles, on="run")
     result.frames["layers"] = pd.DataFrame([{"seed": s, "layer": k, "nc1": v} for s, ls in zip(seeds, layers)
                                             for k, v in enumerate(ls, start=1)])
     result.frames["cosines"] = _cosine_frame(probe, zero, seeds, data.n_classes)
     result.runs["train"] = r
     rank = dataclasses.replace(THEME.params["rank"], slider=(1, p.width))
-    result.exploration = Exploration(base, chart, run=explore, initial=frame[frame.run == 0], controls={
-        "rank": rank, "steps": THEME.params["steps"], "imbalance": THEME.params["imbalance"]})
+    first = probe.cosines[last][0][0].numpy()  # the first seed's class-mean cosines at the end
+    iu = np.triu_indices(data.n_classes, 1)
+    cos_rows = pd.DataFrame({"run": 0, "step": last, "metric": [f"cos{a}_{b}" for a, b in zip(*iu)],
+                             "value": first[iu].astype(float)})
+    result.exploration = Exploration(base, chart, run=explore, initial=pd.concat([frame[frame.run == 0], cos_rows],
+                                                                                 ignore_index=True), controls={
+        "rank": rank, "steps": THEME.params["steps"], "imbalance": THEME.params["imbalance"]},
+        presets=PRESETS, learned=learned_chart)
+
+
+def terminal_phase_ratio(nc1: pd.DataFrame, zero: list):
+    """The largest NC1(λ_{j+1}) / NC1(λ_j) over consecutive λ (columns of `nc1`, in order of λ; rows: evaluation
+    steps) and over the steps from the latest first-zero-training-error step of the runs on. None when a run
+    never reaches zero training error or a value is missing."""
+    if len(nc1.columns) < 2 or None in zero:
+        return None
+    tail = nc1[nc1.index >= max(zero)].to_numpy(dtype=float)
+    ratios = tail[:, 1:] / tail[:, :-1]
+    return None if tail.size == 0 or not np.isfinite(ratios).all() else float(ratios.max())
 
 
 def _cosine_frame(probe, zero, seeds, C) -> pd.DataFrame:
@@ -288,6 +322,51 @@ def chart(frame: pd.DataFrame, config: RunConfig | None = None, color: str | Non
                                                     **SMALL), *rules) for metric, title, log, y in PANELS), columns=3)
 
 
+# the explorer's guided scenarios (controls: step_size, batch_size, weight_decay, rank, steps, imbalance)
+PRESETS = {
+    "reference run": {"question": "Past zero training error, how far does NC1 keep falling, and do the class-mean "
+                      "cosines settle at −1/(C−1)?", "values": {"weight_decay": 0.0005, "rank": None, "data_options.imbalance": 1.0,
+                                                                 "steps": 3300}},
+    "no weight decay": {"question": "Without weight decay, does NC1 still fall after zero training error — as fast?",
+                        "values": {"weight_decay": 0.0, "rank": None, "data_options.imbalance": 1.0, "steps": 3300},
+                        "lock": ("step_size", "batch_size")},
+    "feature dimension below C − 1": {"question": "With r = 4 < C − 1 = 9 there is no room for a simplex ETF: what do "
+                                      "the class-mean cosines do instead?", "values": {"rank": 4, "data_options.imbalance": 1.0,
+                                                                                        "weight_decay": 0.0005},
+                                      "lock": ("step_size", "batch_size")},
+    "imbalanced classes": {"question": "With class 9 keeping 1/20 of the examples of class 0, do the minority class "
+                           "means still spread out like the others?", "values": {"data_options.imbalance": 20.0, "rank": None,
+                                                                                 "weight_decay": 0.0005},
+                           "lock": ("step_size", "batch_size")},
+}
+
+
+def learned_chart(frame: pd.DataFrame, config: RunConfig | None = None):
+    """What the network learned: the pairwise cosines of its centred class means at the latest evaluation
+    of the current run, as a C × C matrix (a simplex ETF has −1/(C−1) off the diagonal)."""
+    rows = frame[frame.metric.str.match(r"^cos\d+_\d+$")]
+    if "current" in rows.columns:
+        rows = rows[rows["current"].fillna(True).astype(bool)]
+    if rows.empty:
+        return charts.empty("the class-mean cosine matrix appears at the first evaluation")
+    rows = rows[rows.step == rows.step.max()]
+    if "run" in rows.columns:
+        rows = rows[rows.run == rows.run.max()]
+    pairs = rows.metric.str.extract(r"^cos(\d+)_(\d+)$").astype(int)
+    C = int(pairs.max().max()) + 1
+    cells = pd.concat([pd.DataFrame({"class": pairs[0], "class ": pairs[1], "cosine": rows.value.to_numpy()}),
+                       pd.DataFrame({"class": pairs[1], "class ": pairs[0], "cosine": rows.value.to_numpy()}),
+                       pd.DataFrame({"class": range(C), "class ": range(C), "cosine": 1.0})], ignore_index=True)
+    etf = -1.0 / (C - 1)
+    step = int(rows.step.iloc[0])
+    return alt.Chart(charts.inline(cells)).mark_rect().encode(
+        x=alt.X("class:O"), y=alt.Y("class :O", title="class"),
+        color=alt.Color("cosine:Q", scale=alt.Scale(scheme="redblue", domain=[-1, 1], reverse=True)),
+        tooltip=["class:O", "class :O", alt.Tooltip("cosine:Q", format=".3f")]).properties(
+        width=220, height=220, title=[f"what it learned: class-mean cosines at step {step}",
+                                      f"(simplex ETF: {etf:.3f} off the diagonal)"])
+
+
 def layer_chart(result) -> alt.HConcatChart:
     """NC1 of every hidden layer: at the end (per seed, log scale) and over training (first seed)."""
     h = result.frames["history"]
@@ -313,15 +392,20 @@ def cosine_chart(result) -> alt.LayerChart:
 
 
 def weight_decay_chart(result):
-    """NC1 against epochs for every λ trained at the first seed (a note when there is one λ only)."""
+    """NC1 against epochs for every λ, one panel per seed (a note when there is one λ only)."""
     h = result.frames["history"]
-    h = h[(h.seed == result.params["seed"]) & (h.metric == "nc1")]
+    h = h[h.metric == "nc1"]
     if h["weight_decay"].nunique() < 2:
         return charts.empty(f"No λ comparison in this run (compare_weight_decay = []); NC1 at the end for λ = "
                             f"{result.params['weight_decay']:g}: {fmt_number(by_seed(result, 'nc1_end')[0], '.4g')}")
-    return charts.curves(h.assign(λ=h["weight_decay"].map(lambda v: f"{v:g}")), "nc1", color="λ", log_y=True,
-                         y_title="NC1", title="NC1 over training for several weight decays",
-                         **{**SMALL, "width": 360, "height": 200})
+    h = h.assign(λ=h["weight_decay"].map(lambda v: f"{v:g}"))
+    rules = lambda f: _zero_error_rules(result.frames["history"][result.frames["history"].run.isin(set(f.run))])
+    seeds = sorted(h.seed.unique())
+    width = max(200, 900 // len(seeds) - 40)
+    return charts.row(*(charts.layer(charts.curves(h[h.seed == s], "nc1", color="λ", log_y=True, y_title="NC1",
+                                                   title=f"NC1 for each λ (seed {s})", **{**SMALL, "width": width,
+                                                                                          "height": 180}),
+                                     *rules(h[h.seed == s])) for s in seeds))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -293,7 +293,8 @@ def run(p, result) -> None:
     start = info[(info.step_size == p.step_size) & (info.B == _label_b(p.batch_size, n)) & (info.seed == p.seed)]
     k = dataclasses.replace(THEME.params["k"], slider=(1, p.d - 1))  # k < d
     result.exploration = Exploration(base, explore_chart, explore_run, {"steps": THEME.params["steps"], "seed": SEED, "k": k},
-                                     None if start.empty else frame[frame.run == start.run.iloc[0]].assign(run=0))
+                                     None if start.empty else frame[frame.run == start.run.iloc[0]].assign(run=0),
+                                     presets=PRESETS, learned=learned_chart)
     if not (p.alphas and p.temperatures):  # an empty list skips experiment 3
         return
     # ---- experiment 3: lazy regime at the largest α, feature learning at the smallest
@@ -302,21 +303,41 @@ def run(p, result) -> None:
                                        p.alpha_n_train, p.alpha_steps, p.device)
     lazy_a, feat_a = max(p.alphas), min(p.alphas)
     change = lambda a: temp[temp.alpha == a].pivot(index="seed", columns="temperature", values="rel_change").loc[seeds]
-    lazy, ratio = change(lazy_a).round(4).values.tolist(), (change(feat_a) / change(lazy_a)).min(axis=1).round(3).tolist()
-    for r in temp[temp.alpha.isin([lazy_a, feat_a])].itertuples():  # ratio: min over T where both trained
+    per_t = change(feat_a) / change(lazy_a)  # seeds × T; NaN where a run at either α did not train
+    lazy = change(lazy_a).round(4).values.tolist()
+    ratio = [None if row.isna().all() else round(float(row.min()), 3) for _, row in per_t.iterrows()]
+    for r in temp[temp.alpha.isin([lazy_a, feat_a])].itertuples():
         m[key("rel_change", alpha=r.alpha, T=r.temperature, seed=r.seed)] = round(r.rel_change, 4)
         if pd.notna(r.diverged_at):
             m[key("diverged_at", alpha=r.alpha, T=r.temperature, seed=r.seed)] = int(r.diverged_at)
+    for s in seeds:
+        m.update({key("feature_ratio", T=t, seed=s): round(float(v), 3) for t, v in per_t.loc[s].items()})
     cell = lambda r: f"α = {r.alpha:g}, T = {r.temperature:g}, seed {r.seed}"
-    left_out = "; ".join(f"{cell(r)} diverged at step {r.diverged_at}" for r in temp[temp.alpha == feat_a].itertuples()
-                         if pd.notna(r.diverged_at))
+    feat = temp[temp.alpha == feat_a]
+    untrained = feat[feat.diverged_at.notna()].sort_values(["temperature", "seed"])
+    unfitted = feat[feat.diverged_at.isna() & ~feat.fitted]
+    cold = sorted(set(untrained.temperature))
+    m["feature_untrained_temperatures"] = len(cold)
+    per_t_note = "; ".join(f"seed {s}: " + ", ".join(f"T = {t:g}: " + ("did not train" if math.isnan(v) else f"{v:.3g}")
+                                                     for t, v in per_t.loc[s].items()) for s in seeds)
+    trains = [t for t in p.temperatures if not np.isclose(cold, t, rtol=1e-9, atol=0).any()]
+    cold = [t for t in p.temperatures if t not in trains]  # as declared (the table's T carry rounding)
     result.claims += [
         verdict("lazy_regime", f"lazy regime (α = {lazy_a:g}): relative weight change < {LAZY_LIMIT:g} and "
                 "non-decreasing in T", lazy, LAZY_REGIME, note="max per seed: " + ", ".join(
                     f"{max(v):.3f}" for v in lazy), diverged=_diverged(temp[temp.alpha == lazy_a], cell)),
         verdict("feature_regime", f"feature regime (α = {feat_a:g}): relative weight change ≥ {FEATURE_FACTOR:g}× the "
-                "lazy value at every T", ratio, FEATURE_REGIME,
-                note="min over T where both trained" + (f"; left out: {left_out}" if left_out else ""))]
+                f"lazy value (α = {lazy_a:g}) at every T where it trains"
+                + (f" (T = {', '.join(f'{t:g}' for t in trains)}; not at T = {', '.join(f'{t:g}' for t in cold)})"
+                   if cold else ""), ratio, FEATURE_REGIME,
+                note=f"ratio per T, {per_t_note}" + (f"; trained but not fitted within {p.alpha_steps} steps: "
+                                                     + ", ".join(cell(r) for r in unfitted.itertuples())
+                                                     if len(unfitted) else "")),
+        verdict("feature_regime_untrained", f"feature regime (α = {feat_a:g}): temperatures at which the network does "
+                "not train (diverges or ends no better than it started), reported rather than scored: "
+                + (", ".join(f"T = {t:g}" for t in cold) if cold else "none"), [float(t) for t in cold],
+                Rule("reported", lambda v: True), informational=True,
+                note="; ".join(f"{cell(r)}: diverged at step {r.diverged_at}" for r in untrained.itertuples()))]
     result.frames.update(temperature=temp, temperature_history=hist)
 
 
@@ -434,6 +455,42 @@ def temperature_chart(temp: pd.DataFrame) -> alt.HConcatChart:
         g.dropna(subset=[col]), t, a, col, log_color=log, fmt=".3f", title=title, width=220, height=160), notes)
     return charts.row(heat("rel_change", "relative weight change |θ−θ₀|/|θ₀|", True),
                       heat("test_error", "test error", False)).resolve_scale(color="independent")
+
+
+# the explorer's guided scenarios (controls: step_size, batch_size, weight_decay, rank, steps, seed, k)
+PRESETS = {
+    "B = 1": {"question": "SGD with one example per step at η = 0.3: which inputs' first-layer weights shrink, and how far?",
+              "values": {"step_size": 0.3, "batch_size": 1, "weight_decay": 0.0, "steps": 4000}, "lock": ("step_size",)},
+    "full batch": {"question": "Full-batch GD at the same η = 0.3: do the irrelevant inputs' weights move at all?",
+                   "values": {"step_size": 0.3, "batch_size": None, "weight_decay": 0.0, "steps": 4000},
+                   "lock": ("step_size",)},
+    "GD with explicit λ": {"question": "Full-batch GD needs explicit weight decay to shrink the irrelevant weights: "
+                           "does λ = 0.01 shrink the relevant ones too?",
+                           "values": {"step_size": 0.3, "batch_size": None, "weight_decay": 0.01, "steps": 4000}},
+    "same η/B, smaller η": {"question": "η = 0.15 with B = 2 has the η/B of η = 0.3 with B = 4: do the irrelevant "
+                            "weights end alike?", "values": {"step_size": 0.15, "batch_size": 2,
+                                                                             "weight_decay": 0.0, "steps": 4000}},
+}
+
+
+def learned_chart(frame: pd.DataFrame, config: RunConfig | None = None) -> alt.Chart:
+    """What the first layer learned: each input's outgoing first-layer weight norm ‖W₀[i, :]‖ at the latest
+    evaluation, relevant inputs (i < k) and irrelevant ones side by side, one row of bars per run compared."""
+    k = config.data_options.get("k", 5) if config is not None else 5
+    rows = frame[frame.metric.str.match(r"^in\d+$")]
+    if rows.empty:
+        return charts.empty("the first-layer weights appear at the first evaluation")
+    group = [c for c in ("label", "run") if c in rows.columns][:1]
+    rows = rows[rows.step == rows.groupby(group or ["metric"]).step.transform("max")] if group else rows[rows.step == rows.step.max()]
+    rows = rows.assign(input=rows.metric.str[2:].astype(int)).assign(
+        kind=lambda f: np.where(f.input < k, "relevant", "irrelevant"))
+    enc = dict(x=alt.X("input:O", title="input i"), y=alt.Y("value:Q", title="‖W₀[i, :]‖ now"),
+               color=alt.Color("kind:N", title=None, scale=alt.Scale(domain=["relevant", "irrelevant"])),
+               tooltip=["input:O", "kind:N", alt.Tooltip("value:Q", format=".3f")])
+    if group and rows[group[0]].nunique() > 1:
+        enc["row"] = alt.Row(f"{group[0]}:N", title=None)
+    return alt.Chart(charts.inline(rows)).mark_bar().encode(**enc).properties(
+        width=420, height=110, title="what it learned: first-layer weights of relevant vs irrelevant inputs")
 
 
 def explore_chart(frame: pd.DataFrame, config: RunConfig | None = None) -> alt.HConcatChart:
