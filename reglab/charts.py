@@ -22,7 +22,6 @@ from __future__ import annotations
 import io
 import math
 import os
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import altair as alt

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 import re
 import threading
 from pathlib import Path

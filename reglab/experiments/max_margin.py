@@ -409,7 +409,7 @@ def sweep_chart(result: Result, early: int = 300):
     run, for weight decay ‖w‖ and the angle to the SVM over λ (Newton's minimizers and the trained members), for
     batch sizes 1 − cos."""
     frame, path = result.frames["history"], result.frames["lambda_path"]
-    ens, roles, separable = result.runs["ensemble"], result.runs["roles"], result.runs["svm"].separable
+    roles, separable = result.runs["roles"], result.runs["svm"].separable
     metric, title = ("one_minus_cos", "1 − cos(w, w_SVM)") if separable else ("normalized_margin", "normalized margin")
     over = lambda g, m, t, log=True: _over_t(frame[(frame.group == g) | (frame.run == 0)], m, f"{g}s: {t}", log, color="label")
     has, panels = lambda group: (frame.group == group).any(), []

@@ -182,11 +182,11 @@ def run(p, result) -> None:
     col = lambda rs, name: [r[name] for r in rs]
     diverged_of = lambda rs: {f"η = {r['step_size']:g}, seed {r['seed']}": r["diverged_at"] for r in rs}
     # fn (min or max) of a field over each seed's rows; None for a seed with none or with a missing value
-    seed_extreme = lambda fn, rs, field: [None if not v or None in v else fn(v)
-                                          for v in ([r[field] for r in rs if r["seed"] == s] for s in seeds)]
-    for name, field in (("eos_crossing_step", "crossing"), ("eos_median_ratio", "median_ratio"), ("loss_up_before",
-                        "up_before"), ("loss_up_after", "up_after"), ("eos_diverged_at", "diverged_at")):
-        result.metrics.update(per_seed(name, col(big, field), seeds))
+    seed_extreme = lambda fn, rs, column: [None if not v or None in v else fn(v)
+                                           for v in ([r[column] for r in rs if r["seed"] == s] for s in seeds)]
+    for name, column in (("eos_crossing_step", "crossing"), ("eos_median_ratio", "median_ratio"), ("loss_up_before",
+                         "up_before"), ("loss_up_after", "up_after"), ("eos_diverged_at", "diverged_at")):
+        result.metrics.update(per_seed(name, col(big, column), seeds))
     result.metrics.update(per_seed("small_eta_max_ratio", col(small, "max_ratio"), seeds))
     eta, pct = p.step_size, lambda v: fmt_number(None if v is None else 100 * v, ".0f")
     result.claims = [
