@@ -199,7 +199,7 @@ def test_dataset_classes_and_imbalance():
     assert nc.dataset(nc.config().replace(data_options={"imbalance": None})).n_train == 1400  # None: balanced
 
 
-def test_tiny_run_computes_every_claim_per_seed_and_draws():
+def test_tiny_run_computes_every_claim_per_seed_and_draws(presets_apply):
     res = nc.run(width=32, depth=3, steps=110, seeds=2, classes=4, compare_weight_decay=[0.0, 0.002])
     h, m = res.frames["history"], res.metrics
     for metric in ("nc1", "nc2_equinorm", "nc2_maxangle", "nc3", "nc4", "nc1_layer1", "nc1_layer3", "train_acc"):
@@ -235,13 +235,7 @@ def test_tiny_run_computes_every_claim_per_seed_and_draws():
     assert e.presets and e.learned is nc.learned_chart
     assert "class-mean cosines" in str(nc.learned_chart(e.initial.assign(current=True), e.config).to_dict())
     assert "first evaluation" in str(nc.learned_chart(e.initial.iloc[:0], e.config).to_dict())
-    ex = res.explorer(headless=True)
-    try:
-        for name, preset in e.presets.items():
-            assert not ex.apply_preset(name), name  # every value accepted, no message
-            assert all(ex.values[k] == v for k, v in preset["values"].items()), name
-    finally:
-        ex.close()
+    presets_apply(res)
 
 
 def test_one_weight_decay_draws_a_note_and_one_layer_has_nothing_to_compare():

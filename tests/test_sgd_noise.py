@@ -254,7 +254,7 @@ def test_temperatures_where_the_feature_run_does_not_train_are_reported_not_drop
     assert feature.value == [r.metrics["feature_ratio@T=0.001,seed=0"]]  # scored where it trains
 
 
-def test_learned_view_and_presets(tiny):
+def test_learned_view_and_presets(tiny, presets_apply):
     e = tiny.exploration
     assert set(e.presets) >= {"B = 1", "full batch"} and e.learned is sn.learned_chart
     d = str(sn.learned_chart(e.initial, e.config).to_dict())
@@ -262,13 +262,7 @@ def test_learned_view_and_presets(tiny):
     assert "first evaluation" in str(sn.learned_chart(e.initial.iloc[:0], e.config).to_dict())
     two = pd.concat([e.initial.assign(label="B=1"), e.initial.assign(label="GD")])
     assert "row" in sn.learned_chart(two, e.config).to_dict()["encoding"]
-    ex = tiny.explorer(headless=True)
-    try:
-        for name, preset in e.presets.items():
-            assert not ex.apply_preset(name), name  # every value accepted, no message
-            assert all(ex.values[k] == v for k, v in preset["values"].items()), name
-    finally:
-        ex.close()
+    presets_apply(tiny)
 
 
 def test_a_held_claim_keeps_its_value(tiny):

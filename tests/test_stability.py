@@ -205,7 +205,7 @@ def test_trace_config_maps_ce_to_logistic_for_the_scalar_target():
     assert data.output_dim == 1 and set(data.y_train.flatten().tolist()) == {-1.0, 1.0}
 
 
-def test_presets_apply_and_the_learned_view_draws_lambda_max_against_two_over_eta(tiny):
+def test_presets_apply_and_the_learned_view_draws_lambda_max_against_two_over_eta(tiny, presets_apply):
     e = tiny.exploration
     assert e.learned is stability.learned_chart and "edge_ratio" in set(e.initial.metric)
     ratio = e.initial[e.initial.metric == "edge_ratio"].value.to_numpy()
@@ -213,12 +213,6 @@ def test_presets_apply_and_the_learned_view_draws_lambda_max_against_two_over_et
     assert np.allclose(ratio, sharp * e.config.step_size / 2)
     assert "λ_max against 2/η" in str(stability.learned_chart(e.initial, e.config).to_dict())
     assert "first evaluation" in str(stability.learned_chart(e.initial.iloc[:0], e.config).to_dict())
-    ex = tiny.explorer(headless=True)
-    try:
-        for name, preset in e.presets.items():
-            assert not ex.apply_preset(name), name  # every value accepted, no message
-            assert all(ex.values[k] == v for k, v in preset["values"].items()), name
-    finally:
-        ex.close()
+    presets_apply(tiny)
     run = stability.explore(e.config.replace(steps=20, eval_every=10))
     assert "edge_ratio" in set(run.history.metric)
