@@ -23,11 +23,13 @@ def stablemax(z):
 
 
 def stablemax_cross_entropy(out, y):
+    """−log(s(z_y) / Σ s(z)), computed in float64 as the StableMax paper does (gradients flow back in the
+    logits' dtype)."""
     M, B, C = out.shape
     y = _targets(y, M)
-    s = stablemax(out)
+    s = stablemax(out.to(torch.float64))
     prob = s.gather(-1, y.unsqueeze(-1)).squeeze(-1) / s.sum(-1)
-    return -torch.log(prob)
+    return (-torch.log(prob)).to(out.dtype)
 
 
 def _residual(out, y):

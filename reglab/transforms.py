@@ -99,13 +99,16 @@ def add_l2(weight_decay: torch.Tensor, mask: dict) -> Transform:
 
 def orthogonal_to_weights() -> Transform:
     """⊥Grad (Prieto et al.): drop the gradient's component along each weight tensor, so the update
-    cannot simply scale the weights up (the naive-loss-minimization direction)."""
+    cannot simply scale the weights up (the naive-loss-minimization direction), then rescale what is left
+    back to the gradient's norm, per tensor and member, as the paper's code does: g⊥ · ‖g‖ / ‖g⊥‖."""
     def fn(grads, params):
         out = {}
         for k, g in grads.items():
             w = params[k]
             coef = (g * w).flatten(1).sum(1) / (w.pow(2).flatten(1).sum(1) + 1e-30)
-            out[k] = g - per_member(coef, w) * w
+            g_orth = g - per_member(coef, w) * w
+            scale = g.flatten(1).norm(dim=1) / (g_orth.flatten(1).norm(dim=1) + 1e-30)
+            out[k] = g_orth * per_member(scale, w)
         return out
     return _stateless(fn)
 

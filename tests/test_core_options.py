@@ -122,3 +122,34 @@ def test_separable_slab_puts_every_point_in_the_slab():
     proj = data.x_train @ w
     assert (proj.abs() >= 0.05 - 1e-6).all() and (proj.abs() <= 0.1 + 1e-6).all()
     assert torch.equal(torch.sign(proj), data.y_train[:, 0])
+
+
+def test_orthogonal_grad_is_orthogonal_to_the_weights_and_keeps_the_gradient_norm():
+    g = torch.Generator().manual_seed(0)
+    params = {"W0": torch.randn(2, 5, 3, generator=g), "b0": torch.randn(2, 3, generator=g)}
+    grads = {k: torch.randn(v.shape, generator=g) for k, v in params.items()}
+    out, _ = T.orthogonal_to_weights().update({k: v.clone() for k, v in grads.items()}, None, params)
+    for k in params:  # per tensor and member: ⟨g⊥, w⟩ = 0 and ‖g⊥‖ = ‖g‖ (Prieto et al.'s rescaling)
+        dot = (out[k] * params[k]).flatten(1).sum(1)
+        torch.testing.assert_close(dot, torch.zeros(2), atol=1e-5, rtol=0)
+        torch.testing.assert_close(out[k].flatten(1).norm(dim=1), grads[k].flatten(1).norm(dim=1))
+        direction = grads[k] - (grads[k] * params[k]).flatten(1).sum(1).view(-1, *[1] * (params[k].dim() - 1)) \
+            / params[k].flatten(1).pow(2).sum(1).view(-1, *[1] * (params[k].dim() - 1)) * params[k]
+        cos = F.cosine_similarity(out[k].flatten(1), direction.flatten(1), dim=1)
+        torch.testing.assert_close(cos, torch.ones(2))
+    zero = {"b": torch.zeros(1, 4)}  # zero weights: nothing to remove, the gradient passes unchanged
+    same, _ = T.orthogonal_to_weights().update({"b": torch.ones(1, 4)}, None, zero)
+    torch.testing.assert_close(same["b"], torch.ones(1, 4))
+
+
+def test_stablemax_cross_entropy_is_computed_in_float64():
+    from reglab.losses import stablemax, stablemax_cross_entropy
+
+    # s(1e8) = 1e8 + 1 and s(0) = 1: in float32 both sums round to 1e8, p_y to exactly 1, the loss to 0
+    z = torch.tensor([[[1e8, 0.0]]], requires_grad=True)
+    s32 = stablemax(z.detach())
+    assert -torch.log(s32[..., 0] / s32.sum(-1)).item() == 0.0
+    loss = stablemax_cross_entropy(z, torch.tensor([0]))
+    assert loss.dtype == torch.float32 and loss.item() == pytest.approx(1 / (1e8 + 2), rel=1e-6)
+    loss.sum().backward()
+    assert z.grad.dtype == torch.float32 and z.grad[0, 0, 0].item() < 0  # float64: −1/(1e8+1) + 1/(1e8+2)
