@@ -186,7 +186,7 @@ def curves(frame: pd.DataFrame, metric: str | Sequence[str] | None = None, *, co
         lines = lines.transform_calculate(split="split(datum.metric, '_')[0]")
         encoding["color"] = alt.Color("split:N", title=None, scale=alt.Scale(domain=["train", "test"]))
         encoding["detail"] = [*encoding["detail"], alt.Detail("metric:N")]
-    first = len(rows) and rows["step"].nunique() == 1  # a run's first evaluation: points, not an empty chart
+    first = len(rows) and rows[x].nunique() == 1  # a run's first evaluation: points, not an empty chart
     lines = (lines.mark_point(filled=True, size=40) if first else lines.mark_line()).encode(**encoding)
     marks = diverged_marks(frame, metrics[0], x=x)
     chart = lines if marks is None else alt.layer(lines, marks)
