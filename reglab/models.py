@@ -22,7 +22,9 @@ def identity(h):
     return h
 
 
-ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "gelu": F.gelu, "linear": identity}
+# relu and tanh in place: every input they get is a layer's fresh output, which no backward needs (tanh's
+# backward keeps its own output), and a fresh activation-sized tensor costs page faults of its own
+ACTIVATIONS = {"relu": torch.relu_, "tanh": torch.tanh_, "gelu": F.gelu, "linear": identity}
 
 
 def _uniform(generators, shape, bound, device, dtype):
@@ -85,12 +87,16 @@ class MLP:
         return params[f"W{i}"] if f"W{i}" in params else params[f"U{i}"] @ params[f"V{i}"]
 
     def _linear(self, params, i, h):
-        """Layer i: h [M, B, in] (or [B, in], shared by every member) → [M, B, out]."""
-        if f"W{i}" in params:
-            h = h @ params[f"W{i}"]
+        """Layer i: h [M, B, in] (or [B, in], shared by every member) → [M, B, out]: h @ W + b, the bias
+        added inside the batched matmul (baddbmm)."""
+        if f"U{i}" in params:
+            h, w = h @ params[f"U{i}"], params[f"V{i}"]  # never forms U V: cheaper for small r
         else:
-            h = (h @ params[f"U{i}"]) @ params[f"V{i}"]  # never forms U V: cheaper for small r
-        return h + params[f"b{i}"].unsqueeze(1) if f"b{i}" in params else h
+            w = params[f"W{i}"]
+        if h.dim() == 2:
+            h = h.expand(w.shape[0], *h.shape)
+        b = params.get(f"b{i}")
+        return torch.bmm(h, w) if b is None else torch.baddbmm(b.unsqueeze(1), h, w)
 
     def _batchnorm(self, h, gain, shift):
         """Each member's features normalized over its batch (or over each ghost batch of it): F.batch_norm
