@@ -243,6 +243,11 @@ def test_charts_build_from_the_frames(tiny):
         assert chart.to_dict()
 
 
+def test_presets_apply(tiny, presets_apply):
+    assert set(tiny.exploration.presets) == set(rare_tokens.PRESETS)
+    presets_apply(tiny)
+
+
 def test_explorer_starts_from_the_sweep_with_the_theme_controls(tiny):
     ex = tiny.explorer(controls=rare_tokens.CONTROLS, headless=True)
     assert ex.names == ["step_size", "batch_size", "weight_decay", "width", "optimizer", "data_options.exponent",

@@ -33,7 +33,17 @@ K = len(NAMES)
 RAREST, FREQUENT = K - 1, 0
 RISE_FACTOR = 3.0  # the rarest bucket's loss rises ≥ 3× more than the most frequent bucket's
 UNIFORM_FRACTION = 0.99  # a train loss ≥ 99 % of log V counts as (near-)uniform predictions
-CONTROLS = ("step_size", "batch_size", "weight_decay")  # the explorer's common controls (no low-rank layer here)
+CONTROLS = ("step_size", "batch_size", "weight_decay")
+PRESETS = {  # guided scenarios for the explorer, each with the question it asks
+    "no weight decay": {"question": "Without decay, do rare and frequent tokens end at the same training loss?",
+                        "values": {"weight_decay": 0.0}},
+    "strong decay": {"question": "At λ = 1, which frequency bucket's training loss rises most?",
+                     "values": {"weight_decay": 1.0}, "lock": ("optimizer",)},
+    "flatter Zipf": {"question": "With a flatter frequency law (exponent 0.5), does the rare-token gap shrink?",
+                     "values": {"data_options.exponent": 0.5}},
+    "plain SGD": {"question": "With SGD and coupled L2 instead of AdamW, where does the decay bite?",
+                  "values": {"optimizer": "sgd"}},
+}  # the explorer's common controls (no low-rank layer here)
 
 # claim rules (pure; tests probe them at their thresholds)
 RISES_MORE = every_seed(Rule(f"≥ {RISE_FACTOR:g}", lambda r: r is not None and r >= RISE_FACTOR))  # ∞ passes
@@ -179,7 +189,8 @@ def run(p, result) -> None:
     result.exploration = Exploration(  # starts from this sweep's member at (λ, seed)
         base.replace(eval_every=max(1, p.steps // 10)), explore_chart, run=explore,
         controls={n: THEME.params[n] for n in ("rank", "optimizer", "exponent", "vocab")},
-        initial=history[history.run == configs.index(base)].assign(run=0).reset_index(drop=True), common=CONTROLS)
+        initial=history[history.run == configs.index(base)].assign(run=0).reset_index(drop=True), common=CONTROLS,
+        presets=PRESETS)
 
     m = result.metrics
     m["absent_tokens"], m["log_vocab"] = len(absent_tokens(stats.counts)), math.log(stats.vocab)
