@@ -147,7 +147,7 @@ def test_tiny_run_has_every_claim_and_finite_metrics(tiny):
 def test_sharpness_probe_tolerance_is_accurate(tiny):
     r = tiny.runs["eos"]
     last = r.history[(r.history.metric == "sharpness") & (r.history.step == 40)].sort_values("run").value.to_numpy()
-    exact = top_eigenvalues(stability.member_loss(r.model, r.data, "mse"), r.params, k=1, tol=1e-7,
+    exact = top_eigenvalues(r.loss, r.params, k=1, tol=1e-7,
                             max_iter=300).eigenvalues[:, 0].numpy()
     assert np.allclose(last, exact, rtol=2e-3)
 

@@ -22,7 +22,6 @@ from ..claims import Rule, above, at_least, at_most, below, every_seed, fmt_numb
 from ..config import Interval, ListOf, OneOf, RunConfig, check, validate
 from ..curvature import Sharpness, gauss_newton_trace, spectral_density, top_eigenvalues
 from ..engine import train
-from ..losses import LOSSES
 from ..theme import DEVICE, NON_NEGATIVE, POSITIVE, SEED, SEEDS, Exploration, Param, Theme
 
 SHARPNESS_TOL = 1e-3  # Ritz residual ≤ 1e-3·λ: eigenvalue error far below the edge band
@@ -128,11 +127,6 @@ class Snapshot:
         if state.step in self.steps:
             self.params[state.step] = {k: v.detach().clone() for k, v in state.params.items()}
         return {}
-
-
-def member_loss(model, data, loss_name: str):
-    """Differentiable full-train loss of the members of a parameter dict: params -> [M]."""
-    return lambda p: LOSSES[loss_name](model(p, data.x_train), data.y_train).mean(-1)
 
 
 # the experiment
@@ -258,9 +252,7 @@ def _trace_rows(method: str, r) -> list:
     """Per member: end-of-run exact Gauss–Newton trace and λ_max (None if diverged), ratios to 2/η, convergence."""
     loss = r.configs[0].loss
     gn = gauss_newton_trace(r.model, r.params, r.data.x_train, r.data.y_train, loss).float().cpu()
-    alive = torch.tensor([r.diverged_step(m) is None for m in range(len(r.configs))])
-    lmax = top_eigenvalues(member_loss(r.model, r.data, loss), r.params, k=1, tol=1e-5, active=alive,
-                           generator=torch.Generator().manual_seed(0)).eigenvalues[:, 0].cpu()
+    lmax = r.hessian(top=1, tol=1e-5)[:, 0].cpu()  # NaN for a diverged member
     initial = r.history[(r.history.metric == "train_loss") & (r.history.step == 0)].set_index("run").value
     rows = []
     for m, c in enumerate(r.configs):
@@ -291,7 +283,7 @@ def _eos_frame(r) -> pd.DataFrame:
 
 def _spectrum(r, snap: Snapshot) -> pd.DataFrame:
     """Spectral density and top eigenvalues of member 0 (large η, first seed) at the snapshot steps."""
-    rows, loss_fn = [], member_loss(r.model, r.data, r.configs[0].loss)
+    rows, loss_fn = [], r.loss
     for step, params in sorted(snap.params.items()):
         one = {k: v[:1] for k, v in params.items()}
         if not all(torch.isfinite(v).all() for v in one.values()):
