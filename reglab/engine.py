@@ -98,7 +98,9 @@ class Run:
         x, y = (self.data.x_train, self.data.y_train) if split == "train" else (self.data.x_test, self.data.y_test)
         return LOSSES[self.configs[0].loss](self.model(params, x), y).mean(-1)
 
-    def _alive(self) -> torch.Tensor:
+    @property
+    def alive(self) -> torch.Tensor:
+        """[M] bool: the members that did not diverge."""
         return torch.tensor([self.diverged_step(m) is None for m in range(len(self.configs))])
 
     def hessian(self, top: int = 1, split: str = "train", tol: float = 1e-4, seed: int = 0) -> torch.Tensor:
@@ -106,7 +108,7 @@ class Run:
         by Lanczos with a certified stop (every Ritz residual ≤ tol·|θ|). Diverged members get NaN."""
         from .curvature import top_eigenvalues
 
-        return top_eigenvalues(lambda p: self.loss(p, split), self.params, k=top, tol=tol, active=self._alive(),
+        return top_eigenvalues(lambda p: self.loss(p, split), self.params, k=top, tol=tol, active=self.alive,
                                generator=torch.Generator().manual_seed(seed)).eigenvalues
 
     def hessian_trace(self, n_probes: int = 100, split: str = "train", seed: int = 0) -> tuple:

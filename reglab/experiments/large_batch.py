@@ -115,9 +115,8 @@ def sharpness(run, seed: int = 0) -> list:
     """Top Hessian eigenvalue of every member's full training loss (whole-split BatchNorm statistics) at
     its final parameters; None for a diverged member."""
     model, data = plain_model(run, run.data), run.data
-    alive = torch.tensor([run.diverged_step(m) is None for m in range(len(run.configs))])
     loss = lambda p: LOSSES["ce"](model(p, data.x_train), data.y_train).mean(-1)
-    values = top_eigenvalues(loss, run.params, k=1, tol=SHARPNESS_TOL, active=alive,
+    values = top_eigenvalues(loss, run.params, k=1, tol=SHARPNESS_TOL, active=run.alive,
                              generator=torch.Generator().manual_seed(seed)).eigenvalues[:, 0]
     return [finite(v) for v in values.tolist()]
 
