@@ -105,14 +105,6 @@ def test_width_grid_is_dense_around_the_threshold():
     assert grid == sorted(set(grid))
 
 
-def test_curve_summaries_on_hand_examples():
-    curve = pd.Series([1.0, 0.5, 8.0, 2.0, 1.0], index=[10, 20, 40, 80, 160])
-    assert dd.peak(curve) == (40, 8.0, 16.0)
-    assert dd.max_rise(curve) == pytest.approx(16.0)
-    assert dd.max_rise(pd.Series([3.0, 2.0, 2.1, 1.0], index=[1, 2, 3, 4])) == pytest.approx(1.05)
-    assert dd.max_rise(pd.Series([3.0, 2.0, 1.0], index=[3, 2, 1])) == pytest.approx(2.0)  # sorted by width: 1, 2, 3
-
-
 EPS = 1e-9
 
 
@@ -151,13 +143,6 @@ def test_per_seed_rules_at_inside_and_outside_their_thresholds(rule, at, inside,
 def test_single_value_rules_at_inside_and_outside_their_thresholds(rule, at, inside, outside):
     assert all(rule(v) for v in at) and rule(inside)
     assert not any(rule(v) for v in outside) and not rule(None) and not rule(math.nan)
-
-
-def test_width_grid_is_dense_around_the_threshold():
-    grid = dd.widths(200, 2000)
-    assert grid[0] == 10 and grid[-1] == 2000 and 200 in grid
-    assert all(w in grid for w in (160, 190, 210, 240))
-    assert grid == sorted(set(grid))
 
 
 def test_near_threshold_over_min_reads_the_window_around_n():
