@@ -168,7 +168,7 @@ def measure(run, probe: CriterionProbe) -> pd.DataFrame:
         err = lambda out, y: (out.argmax(-1) != y).double().mean(-1)
         train_err, test_err = err(out_train, data.y_train), err(out_test, data.y_test)
     weights = bounds.model_weights(run.model, params)
-    alive = at._alive()
+    alive = at.alive
     loss = lambda p: at.loss(p)
     with torch.no_grad():
         train_loss = loss(params)
