@@ -39,8 +39,9 @@ SERIES = ("label", "run", "metric")  # fields that separate one line from anothe
 
 
 def headless() -> bool:
-    """True in batch runs (REGLAB_HEADLESS set, as papermill runs do) or outside a Jupyter kernel."""
-    if os.environ.get("REGLAB_HEADLESS", "") not in ("", "0"):
+    """True in batch runs (REGLAB_HEADLESS set, as papermill runs do; NBGRADER_EXECUTION, as nbgrader's
+    autograder sets) or outside a Jupyter kernel."""
+    if os.environ.get("REGLAB_HEADLESS", "") not in ("", "0") or os.environ.get("NBGRADER_EXECUTION"):
         return True
     try:
         from IPython import get_ipython

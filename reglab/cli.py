@@ -1,4 +1,4 @@
-"""`reglab report`, `reglab sweep`, `reglab record-expected` and `reglab golden`: the command line."""
+"""`reglab report`, `reglab sweep`, `reglab course build`, `reglab record-expected` and `reglab golden`: the command line."""
 from __future__ import annotations
 
 import argparse
@@ -25,6 +25,13 @@ def _parser() -> argparse.ArgumentParser:
     record.add_argument("--case", default="ci", help="case name (tests/expected/<notebook>/<case>.json)")
     golden = sub.add_parser("golden", help="re-run notebooks at their defaults and keep only their golden outputs")
     golden.add_argument("notebooks", nargs="+", help="notebook names, e.g. 00_quickstart")
+    course = sub.add_parser("course", help="course material: instructor and student notebooks, a static site")
+    course_sub = course.add_subparsers(dest="course_command", required=True)
+    course_build = course_sub.add_parser("build", help="write OUT/instructor, OUT/student (nbgrader) and OUT/site")
+    course_build.add_argument("out", help="output folder, e.g. course-out")
+    course_build.add_argument("--only", nargs="+", metavar="NAME", help="notebooks to include (name or number prefix)")
+    course_build.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                              help="override a notebook parameter for the instructor run")
     return parser
 
 
@@ -61,6 +68,17 @@ def main(argv=None) -> int:
             print(f"reglab sweep: {len(result.configs)} runs in {result.chunks} chunks ({result.trained} trained now) "
                   f"→ {args.out}")
             return 0
+        if args.command == "course":
+            from .course import build as build_course
+            from .report import tally
+
+            params = {name: parse_value(value) for name, value in args.parameter}
+            built = build_course(args.out, args.only, params)
+            pages = built["pages"]
+            failed = [p["notebook"] for p in pages if p["error"]]
+            print(f"reglab course: {len(pages)} notebooks, {tally([c for p in pages for c in p.get('claims', [])])}, "
+                  f"{len(failed)} failed{': ' + ', '.join(failed) if failed else ''} → {args.out}/site/index.html")
+            return 0 if built["ok"] else 1
         if args.command == "record-expected":
             from .expected import record_case
 

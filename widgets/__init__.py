@@ -5,7 +5,8 @@
 """
 from .controls import NO_OFF, Choice, FloatRange, IntRange, LogRange, Toggle
 from .explorer import Explorer, default_chart, train_run
+from .predict import Prediction
 from .session import LiveRun, Session
 
-__all__ = ["Explorer", "LogRange", "FloatRange", "IntRange", "Choice", "Toggle", "NO_OFF", "LiveRun", "Session",
+__all__ = ["Explorer", "Prediction", "LogRange", "FloatRange", "IntRange", "Choice", "Toggle", "NO_OFF", "LiveRun", "Session",
            "default_chart", "train_run"]
