@@ -39,9 +39,10 @@ SERIES = ("label", "run", "metric")  # fields that separate one line from anothe
 
 
 def headless() -> bool:
-    """True in batch runs (REGLAB_HEADLESS set, as papermill runs do; NBGRADER_EXECUTION, as nbgrader's
-    autograder sets) or outside a Jupyter kernel."""
-    if os.environ.get("REGLAB_HEADLESS", "") not in ("", "0") or os.environ.get("NBGRADER_EXECUTION"):
+    """True in batch runs (`reglab.notebook.batch`) or outside a Jupyter kernel."""
+    from .notebook import batch
+
+    if batch():
         return True
     try:
         from IPython import get_ipython

@@ -143,7 +143,28 @@ def _question(notebook) -> tuple[str, str]:
     lines = text.strip().splitlines()
     title = lines[0].lstrip("# ").strip() if lines else ""
     paragraphs = [p.strip() for p in "\n".join(lines[1:]).split("\n\n") if p.strip()]
-    return title, paragraphs[0].replace("\n", " ") if paragraphs else ""
+    first = paragraphs[0].replace("\n", " ") if paragraphs else ""
+    if first.endswith(":") and ". " in first:  # a lead-in to a list that follows says little alone
+        first = first[:first.rindex(". ") + 1]
+    return title, first
+
+
+def prediction_question(notebook) -> str:
+    """The question of the notebook's first `Prediction(...)` cell (its first argument), or ""."""
+    import ast
+
+    for cell in notebook.cells:
+        if cell.cell_type != "code" or "Prediction(" not in cell.source:
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Prediction" and node.args \
+                    and isinstance(node.args[0], ast.Constant):
+                return str(node.args[0].value)
+    return ""
 
 
 def _inline_markdown(text: str) -> str:
@@ -189,9 +210,10 @@ def build_site(out: Path, paths: list, pages: list, student: list) -> Path:
         cards.append(
             f"<section class=card><div class=thumb>{thumb}</div><div class=text>"
             f"<h2>{html.escape(title or path.stem)}</h2><p>{_inline_markdown(question)}</p>"
+            f"<p class=question><b>Predict first:</b> {html.escape(prediction_question(nb))}</p>"
             f"<p>{link}<a href='student/{path.name}' download>student notebook</a>{seconds}</p>"
             f"<p class=status>{status}</p>"
-            f"<details><summary>exercises ({len(exercises_in(path))})</summary><ul>{exercises}</ul></details>"
+            f"<details open><summary>exercises ({len(exercises_in(path))})</summary><ul>{exercises}</ul></details>"
             f"<details><summary>claims</summary>{claims_table_html(page.get('claims', []))}</details>"
             f"</div></section>")
     style = ("body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem;color:#222}"
@@ -199,7 +221,7 @@ def build_site(out: Path, paths: list, pages: list, student: list) -> Path:
              ".thumb{flex:0 0 16rem}.thumb img{width:16rem;border:1px solid #eee}.text{flex:1}"
              "h2{margin:.2rem 0;font-size:1.2rem}table{border-collapse:collapse;width:100%;font-size:.9em}"
              "td,th{border-bottom:1px solid #eee;padding:.2rem;text-align:left}.bad{color:#cf222e;font-weight:600}"
-             ".status{color:#555}@media(max-width:50rem){.card{flex-direction:column}}")
+             ".status{color:#555}.question{background:#f6f8fa;padding:.3rem .5rem}@media(max-width:50rem){.card{flex-direction:column}}")
     (site / "index.html").write_text(
         f"<!doctype html><meta charset=utf-8><meta name=viewport content='width=device-width'>"
         f"<title>reglab · a course on regularization and learning dynamics</title><style>{style}</style>"

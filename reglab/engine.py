@@ -26,6 +26,7 @@ from .config import ConfigError, RunConfig, resolve_device, validate
 from .data import Dataset, make_dataset
 from .losses import LOSSES, accuracy, batch_loss
 from .models import build_model
+from .notebook import batch
 
 EVAL_CHUNK = 8192  # examples per forward pass when evaluating on a whole split
 DIVERGENCE_FACTOR = 1e4  # a loss this many times its initial value (or non-finite) counts as diverged
@@ -378,7 +379,7 @@ def _summary(configs, history, diverged_at) -> pd.DataFrame:
 
 def _progress(total, progress, members):
     if progress is None:
-        progress = os.environ.get("REGLAB_HEADLESS", "") == ""
+        progress = not batch()
     if not progress:
         return None
     from tqdm.auto import tqdm

@@ -56,6 +56,13 @@ def check_parameters(path, parameters: dict) -> dict:
     return {name: checked[name] for name in parameters}
 
 
+def batch() -> bool:
+    """True in a batch run: papermill through `execute` (REGLAB_HEADLESS) or nbgrader's autograder and
+    validator (NBGRADER_EXECUTION). Progress bars stay quiet there (nbgrader scores a graded cell that writes
+    to stderr as zero) and charts render as static images."""
+    return os.environ.get("REGLAB_HEADLESS", "") not in ("", "0") or os.environ.get("NBGRADER_EXECUTION", "") != ""
+
+
 @contextmanager
 def _headless_env():
     """REGLAB_HEADLESS=1 for the kernel papermill starts, restored afterwards in this process."""

@@ -11,10 +11,21 @@ from .experiments import theme_of
 from .notebook import check_parameters, execute, notebook_paths, read_results
 
 
+# nbconvert's lab template loads require.js, MathJax and mermaid from a CDN; the pages hold no widgets, math
+# or diagrams, so these blocks are dropped and a page opens offline, from the file system.
+OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+
+
 def _to_html(notebook, path: Path) -> None:
+    import jinja2
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter()
+    exporter = HTMLExporter(extra_loaders=[jinja2.DictLoader({"reglab_offline.html.j2": OFFLINE_TEMPLATE})],
+                            template_file="reglab_offline.html.j2")
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
     body, _ = exporter.from_notebook_node(notebook)

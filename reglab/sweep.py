@@ -30,6 +30,7 @@ import pandas as pd
 
 from .config import ConfigError, RunConfig, validate
 from .engine import train
+from .notebook import batch
 
 MEMORY_BUDGET_MB = 1024  # per chunk: a 2-core laptop trains comfortably inside it
 
@@ -186,7 +187,7 @@ def sweep(configs, grid: dict | None = None, *, cluster: str | None = None, stor
     from tqdm.auto import tqdm
 
     if progress is None:
-        progress = os.environ.get("REGLAB_HEADLESS", "") == ""
+        progress = not batch()
     bar = tqdm(total=len(configs), initial=len(configs) - sum(map(len, todo)), desc="sweep", unit="run",
                disable=not progress)
     finished = ((part, chunk([configs[i].to_text() for i in part], *chunk_args)) for part in todo) if cluster is None \

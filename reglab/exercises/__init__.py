@@ -8,7 +8,8 @@ every check needs the same way:
 - bad input (a negative step size, a function that raises) becomes a failed check with the message, never a
   traceback;
 - under nbgrader's autograder or validator (it sets NBGRADER_EXECUTION) a failed check raises
-  `ExerciseFailed`, so the graded cell scores zero; everywhere else it only displays.
+  `ExerciseFailed`, so the graded cell scores zero, and a passed one displays its feedback and returns None
+  (nbgrader would read a returned value as partial credit); everywhere else the Feedback is returned.
 
 In a notebook an exercise is three cells with nbgrader's metadata: the question (markdown), the answer cell
 (`### BEGIN SOLUTION` … `### END SOLUTION`, replaced by a stub in the student version) and the check cell
@@ -87,8 +88,13 @@ def exercise(exercise_id: str, hint: str) -> Callable:
                 except Exception as err:  # the student's own code failed: say so, don't show a traceback
                     fb = Feedback(False, f"The answer raised {type(err).__name__}: {err}", hint)
             fb = replace(fb, exercise=exercise_id, hint=fb.hint or hint)
-            if grading() and not fb.passed:
-                raise ExerciseFailed(str(fb))
+            if grading():  # nbgrader: a failed check is an error; a returned value would be read as partial credit
+                if not fb.passed:
+                    raise ExerciseFailed(str(fb))
+                from IPython.display import display
+
+                display(fb)
+                return None
             return fb
 
         checked.exercise_id = exercise_id
