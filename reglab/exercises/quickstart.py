@@ -25,7 +25,7 @@ def diverging_step_size(step_size: float) -> Feedback:
 
 
 @exercise("00.2", hint="Weight decay shrinks the weights a little at every step. Too small a λ barely changes "
-                       f"‖W1‖; too large a λ costs accuracy. Look between 1e-3 and 1e-1.")
+                       "‖W1‖; too large a λ costs accuracy. Look between 1e-3 and 1e-1.")
 def shrinking_weight_decay(weight_decay: float) -> Feedback:
     """Pass when this λ brings the hidden layer's Frobenius norm to SHRINK of its λ = 0 value while test
     accuracy falls by no more than ACCURACY_FALL."""
