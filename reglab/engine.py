@@ -28,7 +28,18 @@ from .losses import LOSSES, accuracy, batch_loss
 from .models import build_model
 from .notebook import batch
 
-EVAL_CHUNK = 8192  # examples per forward pass when evaluating on a whole split
+EVAL_ELEMENTS = 2 ** 20  # activations (members × examples × width × positions) per evaluation forward pass
+
+
+def eval_chunk(model, params: dict, x: torch.Tensor) -> int:
+    """Examples per forward pass when evaluating on a whole split: about EVAL_ELEMENTS activations, so one
+    hidden layer of all members stays cache-sized. Measured on 2-core CPUs: a 27-member ensemble evaluates
+    1.7× (MLP, width 100) to 2× (transformer, width 16 × 8 tokens) faster in chunks of ~300 than of 8192,
+    while a single MLP is fastest in large chunks."""
+    members = next(iter(params.values())).shape[0]
+    positions = x.shape[1] if x.dim() == 2 and not x.is_floating_point() else 1  # token sequences
+    per_example = members * getattr(model, "width", 1) * positions
+    return int(min(8192, max(64, EVAL_ELEMENTS // per_example)))
 DIVERGENCE_FACTOR = 1e4  # a loss this many times its initial value (or non-finite) counts as diverged
 
 
@@ -238,12 +249,13 @@ def evaluate(model, params, data: Dataset, loss_name: str, memo: dict | None = N
             if len(x) == 0:
                 continue
             losses, accs, feats = [], [], []
-            for i in range(0, len(x), EVAL_CHUNK):
-                o, f = model.forward(params, x[i:i + EVAL_CHUNK])
+            chunk = eval_chunk(model, params, x)
+            for i in range(0, len(x), chunk):
+                o, f = model.forward(params, x[i:i + chunk])
                 if memo is not None:
                     feats.append(f)
-                losses.append(LOSSES[loss_name](o, y[i:i + EVAL_CHUNK]))
-                a = accuracy(o, y[i:i + EVAL_CHUNK])
+                losses.append(LOSSES[loss_name](o, y[i:i + chunk]))
+                a = accuracy(o, y[i:i + chunk])
                 if a is not None:
                     accs.append(a)
             out[f"{split}_loss"] = torch.cat(losses, 1).mean(1)

@@ -53,7 +53,7 @@ class MLP:
 
     def __init__(self, input_dim, output_dim, width=100, depth=2, activation="relu", rank=None, rank_layer=None,
                  bias=True, batchnorm=False, output_scale=1.0, center_output=False, init_std=None, ghost_batch=None):
-        self.dims = [input_dim] + [width] * depth + [output_dim]
+        self.width, self.dims = width, [input_dim] + [width] * depth + [output_dim]
         self.activation, self.act = activation, ACTIVATIONS[activation]
         self.rank, self.rank_layer = rank, (min(1, depth) if rank_layer is None else rank_layer)
         self.bias, self.batchnorm = bias, batchnorm
