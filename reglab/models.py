@@ -228,16 +228,21 @@ class Transformer:
         shift = params.get(f"{name}_shift")
         return h if shift is None else h + shift[:, None, None]
 
-    def _scores(self, params, i, h, queries):
-        """Attention logits q·k/√(d/H) of block i, [M·B, H, queries, T] (causal entries −inf), and the values.
-        With qk_layernorm, each head's queries and keys are layer-normalized first (Wortsman et al. 2023)."""
+    def _qkv(self, params, i, h):
+        """Queries, keys and values of block i, each [M·B, H, T, d/H]. With qk_layernorm, each head's queries
+        and keys are layer-normalized (Wortsman et al. 2023)."""
         M, B, T, d = h.shape
-        H = self.heads
         qkv = self._linear(params, f"attn_qkv{i}", h)
-        q, k, v = (t.reshape(M * B, T, H, d // H).transpose(1, 2) for t in qkv.split(d, dim=-1))  # [M·B, H, T, d/H]
+        q, k, v = (t.reshape(M * B, T, self.heads, d // self.heads).transpose(1, 2) for t in qkv.split(d, dim=-1))
         if self.qk_layernorm:
             q, k = F.layer_norm(q, q.shape[-1:]), F.layer_norm(k, k.shape[-1:])
-        scores = q[:, :, -queries:] @ k.transpose(-1, -2) / math.sqrt(d // H)  # [M·B, H, queries, T]
+        return q, k, v
+
+    def _scores(self, params, i, h, queries):
+        """Attention logits q·k/√(d/H) of block i, [M·B, H, queries, T] (causal entries −inf), and the values."""
+        T = h.shape[2]
+        q, k, v = self._qkv(params, i, h)
+        scores = q[:, :, -queries:] @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # [M·B, H, queries, T]
         causal = torch.ones(T, T, dtype=torch.bool, device=h.device).tril()[-queries:]
         return scores.masked_fill(~causal, float("-inf")), v
 
@@ -249,18 +254,29 @@ class Transformer:
         mixed = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(M, B, queries, d)
         return self._linear(params, f"attn_out{i}", mixed)
 
-    def attention_logits(self, params, x) -> list:
-        """Every block's attention logits on inputs x, each [M, B, heads, T, T] (masked entries −inf): what
-        grows without bound in an unstable run (the max attention logit of Wortsman et al.)."""
+    def queries_and_keys(self, params, x) -> list:
+        """Every block's queries and keys on inputs x (after qk-layernorm when it is on), each a pair of
+        [M, B, heads, T, d/heads] tensors."""
         M, T = params["embed"].shape[0], x.shape[-1]
         members = torch.arange(M, device=x.device).view(M, 1, 1)
         ids = x.expand(M, *x.shape) if x.dim() == 2 else x
         h, out = params["embed"][members, ids] + params["position"][:, None, :T], []
         for i in range(self.depth):
             a = self._layer_norm(params, f"ln_attn{i}", h)
-            out.append(self._scores(params, i, a, T)[0].view(M, -1, self.heads, T, T))
+            q, k, _ = self._qkv(params, i, a)
+            out.append((q.view(M, -1, *q.shape[1:]), k.view(M, -1, *k.shape[1:])))
             h = h + self._attention(params, i, a, T)
             h = h + self._mlp(params, i, self._layer_norm(params, f"ln_mlp{i}", h))
+        return out
+
+    def attention_logits(self, params, x) -> list:
+        """Every block's attention logits q·kᵀ/√(d/heads) on inputs x, each [M, B, heads, T, T] (masked entries
+        −inf): what grows without bound in an unstable run (the max attention logit of Wortsman et al.)."""
+        out = []
+        for q, k in self.queries_and_keys(params, x):
+            T = q.shape[-2]
+            causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+            out.append((q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).masked_fill(~causal, float("-inf")))
         return out
 
     def _mlp(self, params, i, h):
