@@ -167,10 +167,10 @@ def test_tiny_run_returns_claims_metrics_frames_and_the_explorer(tiny):
     for chart in (t9.tau_chart(tiny), t9.gap_chart(tiny), t9.scatter(ok, "path_norm", "batch_size")):
         chart.to_dict()
     explorer = tiny.explorer(headless=True)
-    assert set(explorer.specs) == {"data_options.measure", "data_options.color"}
+    assert set(explorer.specs) == {"data_options.measure", "data_options.color", "data_options.vary"}
     explorer.static_chart().to_dict()
     explorer.set(**{"data_options.measure": "spectral_product", "data_options.color": "rank"})
-    assert "spectral-norm product" in str(explorer.static_chart().to_dict()["title"])
+    assert "spectral-norm product" in str(explorer.static_chart().to_dict()["vconcat"][0]["title"])
 
 
 def test_the_store_resumes_and_gives_the_same_measures(tmp_path):

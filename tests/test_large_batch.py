@@ -123,7 +123,7 @@ def test_tiny_charts_and_explorer_frame_draw(tiny):
         assert chart.to_dict()
     e = tiny.exploration
     assert e.config.batch_size == 40 and e.config.data_options["small_batch"] == 40 and e.n_train == 4000
-    assert set(e.controls) == {"ghost_batch", "epochs", "scale_step", "budget", "seed"}
+    assert set(e.controls) == {"ghost_batch", "epochs", "scale_step", "budget", "seed", "batch_size"}
     assert "sharpness" in set(e.initial.metric)
     assert lb.explore_chart(e.initial.assign(label="B=40", current=True), e.config).to_dict()
 

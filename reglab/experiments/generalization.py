@@ -95,11 +95,15 @@ THEME = Theme("09_generalization_measures", {
     "seed": SEED, "device": DEVICE,
 })
 
-# the explorer's controls: which measure against the gap, coloured by which hyperparameter
+# the explorer's controls: which measure against the gap, coloured by which hyperparameter, and which networks are
+# compared: the whole grid (τ) or the sub-sweeps in which one hyperparameter alone varies (their mean τ is ψ_i)
 VIEW = {"measure": Param("sharpness", OneOf(tuple(MEASURES)), "measure", field="data_options.measure",
                          labels=tuple(label for label, _ in MEASURES.values())),
         "color": Param("step_size", OneOf(HYPERPARAMETERS), "colour by", field="data_options.color",
-                       labels=tuple(f"{SYMBOL[h]} ({h.replace('_', ' ')})" for h in HYPERPARAMETERS))}
+                       labels=tuple(f"{SYMBOL[h]} ({h.replace('_', ' ')})" for h in HYPERPARAMETERS)),
+        "vary": Param("all", OneOf(("all", *HYPERPARAMETERS)), "the networks compared: the whole grid, or the "
+                      "sub-sweeps in which one hyperparameter alone varies", label="networks", field="data_options.vary",
+                      labels=("the whole grid", *(f"only {SYMBOL[h]} varies" for h in HYPERPARAMETERS)))}
 
 
 def config(width=32, n_train=200, max_steps=3000, device="auto") -> RunConfig:
@@ -329,9 +333,9 @@ def run(p, result) -> None:
     m.update({key("psi", measure="spectral_product", hyperparameter="step_size"):
               by.loc["spectral_product", "psi_step_size"], "flatness_minus_spectral_Psi": flat})
     view = config(p.width, p.n_train, p.max_steps, p.device).replace(
-        data_options={"measure": VIEW["measure"].default, "color": VIEW["color"].default})
+        data_options={name: VIEW[name].default for name in VIEW})
     result.exploration = Exploration(view, scatter_view, run=_ViewRun(table), initial=view_frame(table), controls=VIEW,
-                                     common=(), n_train=p.n_train)
+                                     common=(), n_train=p.n_train, presets=PRESETS, learned=learned)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,8 +343,9 @@ def run(p, result) -> None:
 
 
 def view_frame(table: pd.DataFrame) -> pd.DataFrame:
-    """The networks as tidy rows (run = network, step 0): the gap, every measure and every hyperparameter."""
-    cols = ["gap", "reached", *MEASURES, *HYPERPARAMETERS]
+    """The networks as tidy rows (run = network, step 0): the gap, every measure, every hyperparameter and
+    the seed (a sub-sweep fixes the seed too), and `reached` (1: measured at the criterion, 0: left out)."""
+    cols = ["gap", "reached", *MEASURES, *HYPERPARAMETERS, "seed"]
     t = table.assign(reached=table.reached.astype(float) * table.diverged_at.isna().astype(float))
     return t.melt(id_vars="network", value_vars=cols, var_name="metric", value_name="value").rename(
         columns={"network": "run"}).assign(step=0)[["run", "step", "metric", "value"]]
@@ -358,34 +363,147 @@ class _ViewRun:
         return self.frame
 
 
+def _options(config: RunConfig | None) -> tuple:
+    """(measure, colour, vary) chosen in the config's data_options, defaults where absent."""
+    options = config.data_options if config is not None else {}
+    return tuple(options.get(name, VIEW[name].default) for name in ("measure", "color", "vary"))
+
+
+def _wide(frame: pd.DataFrame) -> pd.DataFrame:
+    """The view frame (tidy, as the explorer streams it) back to one row per measured network, in the
+    columns of the run's `networks` table that `correlations` reads (the current view only: in compare
+    mode every view shows the same networks)."""
+    if "current" in frame.columns:
+        frame = frame[frame["current"].fillna(True).astype(bool)]
+    columns = ["gap", "reached", *MEASURES, *HYPERPARAMETERS, "seed"]
+    if frame.empty:
+        return pd.DataFrame(columns=["run", *columns, "diverged_at"])
+    wide = frame.pivot_table(index="run", columns="metric", values="value", aggfunc="first", dropna=False)
+    wide = wide.reindex(columns=[c for c in columns if c in set(frame.metric)]).reset_index()  # all-NaN measures too
+    wide = wide[wide.get("reached", 1) > 0]
+    return wide.assign(reached=True, diverged_at=math.nan)
+
+
+def sub_sweeps(table: pd.DataFrame, vary: str) -> pd.Series:
+    """Each network's sub-sweep along `vary`: an id shared by the networks that differ only in `vary` (every
+    other varying hyperparameter and the seed equal, as in `gm.sub_sweep_taus`); NaN for a network alone in
+    its group, which no τ counts."""
+    varying = [h for h in HYPERPARAMETERS if table[h].nunique() > 1]
+    others = [c for c in [*varying, "seed"] if c != vary and c in table.columns]
+    ids = table.groupby(others, dropna=False).ngroup() if others else pd.Series(0, index=table.index)
+    sizes = table.groupby(ids)[vary].transform("nunique")
+    return ids.where(sizes > 1)
+
+
 def scatter_view(frame: pd.DataFrame, config: RunConfig | None = None):
     """The explorer's chart: the measure chosen in the config's data_options against the gap, coloured by the
-    chosen hyperparameter, τ in the title."""
-    options = config.data_options if config is not None else {}
-    if "current" in frame.columns:  # compare mode: the current view only (every view shows the same networks)
-        frame = frame[frame["current"].fillna(True).astype(bool)]
-    wide = frame.pivot_table(index="run", columns="metric", values="value", aggfunc="first").reset_index()
-    return scatter(wide[wide.get("reached", 1) > 0], options.get("measure", VIEW["measure"].default),
-                   options.get("color", VIEW["color"].default))
+    chosen hyperparameter, τ in the title; with one hyperparameter chosen to vary, each of its sub-sweeps
+    joined by a line (green where its τ > 0, red where τ < 0) and ψ, their mean τ, in the title."""
+    measure, color, vary = _options(config)
+    return scatter(_wide(frame), measure, color, vary=None if vary == "all" else vary)
 
 
-def scatter(table: pd.DataFrame, measure: str, color: str, width: int = 420, height: int = 260) -> alt.Chart:
-    """One point per network: `measure` (log scale) against the gap, coloured by hyperparameter `color`."""
-    if measure not in MEASURES or color not in HYPERPARAMETERS:
-        raise ConfigError(f"scatter takes a measure in {', '.join(MEASURES)} and a colour in "
-                          f"{', '.join(HYPERPARAMETERS)}. Got {measure!r}, {color!r} instead.")
+def scatter(table: pd.DataFrame, measure: str, color: str, width: int = 420, height: int = 260,
+            vary: str | None = None) -> alt.Chart | alt.LayerChart:
+    """One point per network: `measure` (log scale) against the gap, coloured by hyperparameter `color`;
+    with `vary`, the networks of each sub-sweep in which only `vary` changes joined in its order."""
+    if measure not in MEASURES or color not in HYPERPARAMETERS or vary not in (None, *HYPERPARAMETERS):
+        raise ConfigError(f"scatter takes a measure in {', '.join(MEASURES)}, a colour in {', '.join(HYPERPARAMETERS)} "
+                          f"and vary None or one of those. Got {measure!r}, {color!r}, {vary!r} instead.")
+    if vary is not None:  # sub-sweeps of every network, as `correlations` groups them, before missing values drop
+        table = table.assign(sub_sweep=sub_sweeps(table, vary))
     rows = table[np.isfinite(table[measure].astype(float)) & np.isfinite(table["gap"].astype(float))]
     rows = rows.assign(**{SYMBOL[color]: rows[color].astype(float)})  # numeric: the legend in numeric order
     tau = gm.kendall_tau(rows[measure], rows["gap"])
     label, formula = MEASURES[measure]
     positive = bool(len(rows)) and bool((rows[measure] > 0).all())
-    return alt.Chart(charts.inline(rows[[measure, "gap", SYMBOL[color]]])).mark_point(filled=True, size=45, opacity=0.75).encode(
-        x=alt.X(f"{measure}:Q", title=f"{label}  {formula}", scale=alt.Scale(type="log", nice=False) if positive else alt.Scale(zero=False)),
-        y=alt.Y("gap:Q", title="generalization gap (test − train error)", scale=alt.Scale(zero=False)),
-        color=alt.Color(f"{SYMBOL[color]}:O", title=SYMBOL[color], scale=alt.Scale(scheme="viridis")),
-        tooltip=[alt.Tooltip(f"{measure}:Q", format=".4g"), alt.Tooltip("gap:Q", format=".4f"), f"{SYMBOL[color]}:O"],
-    ).properties(width=width, height=height, title=f"{label} vs the gap: τ = {fmt_number(tau, '.2f')} over "
-                                                   f"{len(rows)} networks")
+    x = alt.X(f"{measure}:Q", title=f"{label}  {formula}",
+              scale=alt.Scale(type="log", nice=False) if positive else alt.Scale(zero=False))
+    y = alt.Y("gap:Q", title="generalization gap (test − train error)", scale=alt.Scale(zero=False))
+    points = alt.Chart(charts.inline(rows[[measure, "gap", SYMBOL[color]]])).mark_point(
+        filled=True, size=45, opacity=0.75).encode(
+        x=x, y=y, color=alt.Color(f"{SYMBOL[color]}:O", title=SYMBOL[color], scale=alt.Scale(scheme="viridis")),
+        tooltip=[alt.Tooltip(f"{measure}:Q", format=".4g"), alt.Tooltip("gap:Q", format=".4f"), f"{SYMBOL[color]}:O"])
+    title = f"{label} vs the gap: τ = {fmt_number(tau, '.2f')} over {len(rows)} networks"
+    if vary is None:
+        return points.properties(width=width, height=height, title=title)
+    rows = rows.assign(order=rows[vary].astype(float)).dropna(subset=["sub_sweep"])
+    taus = pd.Series({k: gm.kendall_tau(g[measure], g["gap"]) for k, g in rows.groupby("sub_sweep")}, dtype=float)
+    rows = rows.assign(sign=rows["sub_sweep"].map(np.sign(taus)).fillna(0.0))  # 0: τ undefined (ties)
+    lines = [alt.Chart(charts.inline(rows[rows.sign == s][[measure, "gap", "sub_sweep", "order"]])).mark_line(
+        color=c, opacity=0.45, strokeWidth=1.2).encode(x=x, y=y, detail="sub_sweep:N", order="order:Q")
+        for s, c in ((1.0, "#2e7d32"), (-1.0, "#c62828"), (0.0, "#999999")) if (rows.sign == s).any()]
+    psi = float(taus.mean()) if taus.notna().any() else math.nan
+    sub = (f"ψ {SYMBOL[vary]} = {fmt_number(psi, '.2f')}: mean τ of {int(taus.notna().sum())} sub-sweeps where only "
+           f"{SYMBOL[vary]} varies (green τ > 0, red τ < 0)" if len(taus) else f"no sub-sweep varies {SYMBOL[vary]} alone here")
+    return alt.layer(*lines, points).properties(width=width, height=height, title=alt.TitleParams(title, subtitle=sub))
+
+
+_CORRELATIONS: dict = {}  # content hash of a view's networks -> their correlations (every view shows the same ones)
+
+
+def _correlations_of(table: pd.DataFrame) -> pd.DataFrame:
+    """`correlations(table)[0]`, kept for the next draw (~0.7 s on the default grid of 243 networks)."""
+    key = int(pd.util.hash_pandas_object(table[["gap", *MEASURES, *HYPERPARAMETERS, "seed"]], index=False).sum())
+    if key not in _CORRELATIONS:
+        _CORRELATIONS.clear()
+        _CORRELATIONS[key] = correlations(table)[0]
+    return _CORRELATIONS[key]
+
+
+def learned(frame: pd.DataFrame, config: RunConfig | None = None):
+    """What each measure captures of the gap, over the networks the explorer shows: Kendall τ over the whole
+    grid and the granulated coefficient of the current choice (Ψ over every hyperparameter, or ψ of the one
+    chosen to vary), one pair of bars per measure, the chosen measure in full colour. The numbers are those of
+    `correlations` (the notebook's table) on the same networks."""
+    measure, _, vary = _options(config)
+    table = _wide(frame)
+    if len(table) < 2:
+        return charts.empty("the rank correlations appear once two networks are measured")
+    corr = _correlations_of(table)
+    granulated, name = ("Psi", "Ψ (mean of the ψ_i)") if vary == "all" else (f"psi_{vary}", f"ψ {SYMBOL[vary]}")
+    bars = corr[["measure", "label", "tau", granulated]].rename(columns={"tau": "τ (whole grid)", granulated: name})
+    bars = bars.melt(id_vars=["measure", "label"], var_name="coefficient", value_name="value").dropna(subset=["value"])
+    if bars.empty:
+        return charts.empty("no rank correlation is defined on these networks (every gap or measure tied)")
+    bars = bars.assign(chosen=bars.measure == measure)
+    order = ["τ (whole grid)", name]
+    chart = alt.Chart(charts.inline(bars)).mark_bar().encode(
+        x=alt.X("label:N", title=None, sort=[MEASURES[m][0] for m in MEASURES], axis=alt.Axis(labelAngle=-30)),
+        xOffset=alt.XOffset("coefficient:N", sort=order),
+        y=alt.Y("value:Q", title="Kendall τ with the gap", scale=alt.Scale(domain=[-1, 1])),
+        color=alt.Color("coefficient:N", sort=order, title=None, legend=alt.Legend(orient="top")),
+        opacity=alt.condition("datum.chosen", alt.value(1.0), alt.value(0.4)),
+        tooltip=["label:N", "coefficient:N", alt.Tooltip("value:Q", format=".3f")])
+    zero = alt.Chart({"values": [{"zero": 0}]}).mark_rule(color="gray").encode(y="zero:Q")
+    return alt.layer(chart, zero).resolve_scale(color="independent").properties(  # not merged with the scatter's colours
+        width=600, height=170, title=f"what the measures capture: rank correlation with the gap ({MEASURES[measure][0]} "
+                                     "in full colour)")
+
+
+# the explorer's guided scenarios (controls: measure, colour by, networks)
+PRESETS = {
+    "sharpness vs the gap": {
+        "question": "Over the whole grid, do sharper networks (larger λ_max) have larger gaps, and which "
+                    "hyperparameter's colours sort the points?",
+        "values": {"data_options.measure": "sharpness", "data_options.color": "step_size", "data_options.vary": "all"},
+        "lock": ("data_options.measure",)},
+    "spectral product when only η varies": {
+        "question": "Within each sub-sweep where only η changes, does the spectral-norm product rise or fall with the "
+                    "gap, and which sign does ψ η have?",
+        "values": {"data_options.measure": "spectral_product", "data_options.color": "step_size",
+                   "data_options.vary": "step_size"}, "lock": ("data_options.vary",)},
+    "flatness when only B varies": {
+        "question": "When only the batch size B changes, do the flatter networks (smaller 1/σ*²) have the smaller "
+                    "gaps, and does the whole grid say the same?",
+        "values": {"data_options.measure": "pac_bayes_flatness", "data_options.color": "batch_size",
+                   "data_options.vary": "batch_size"}, "lock": ("data_options.vary",)},
+    "the rank-aware bound when only r varies": {
+        "question": "When only the rank r of the hidden layer changes, does the rank-aware bound order the networks "
+                    "by their gap?",
+        "values": {"data_options.measure": "rank_bound", "data_options.color": "rank", "data_options.vary": "rank"},
+        "lock": ("data_options.vary",)},
+}
 
 
 # ---------------------------------------------------------------------------------------------

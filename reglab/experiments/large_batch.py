@@ -40,6 +40,7 @@ from ..curvature import top_eigenvalues
 from ..data import make_dataset
 from ..engine import train
 from ..losses import LOSSES, accuracy
+from ..metrics.generalization import distance_from_init
 from ..models import build_model
 from ..theme import DEVICE, POSITIVE, SEED, SEEDS, Exploration, Param, Theme
 
@@ -265,7 +266,9 @@ def run(p, result) -> None:
     end = pd.DataFrame([{"run": 0, "step": S, "metric": "sharpness", "value": final["small", p.seed]["sharpness"]}])
     result.exploration = Exploration(base, explore_chart, run=explore, n_train=n, common=("step_size", "batch_size"),
                                      initial=pd.concat([first.assign(run=0), end], ignore_index=True),
-                                     controls=EXPLORER_CONTROLS)
+                                     controls=explorer_controls(n, p.small_batch, p.large_batch),
+                                     presets=presets(p.step_size, p.small_batch, p.large_batch, p.ghost_batch, n, p.epochs),
+                                     learned=learned)
 
 
 def _mean(values):
@@ -288,6 +291,49 @@ EXPLORER_CONTROLS = {
     "seed": SEED,
 }
 OPTIONS = ("small_batch", "epochs", "scale_step", "budget")
+
+
+def explorer_controls(n_train: int, small_batch: int, large_batch: int) -> dict:
+    """EXPLORER_CONTROLS plus the batch size, offering B_S and B_L beside the powers of two below n (the
+    common control offers powers of two and the starting batch only: B_L = 1000 would snap to 1024)."""
+    sizes = sorted({2 ** k for k in range(int(math.log2(n_train)) + 1) if 2 ** k < n_train}
+                   | {b for b in (small_batch, large_batch) if b < n_train})
+    batch = Param(small_batch, OneOf((*sizes, None)), "batch size B", labels=(*map(str, sizes), f"full batch ({n_train})"))
+    return {"batch_size": batch, **EXPLORER_CONTROLS}
+
+
+def presets(step_size: float = 0.03, small_batch: int = 40, large_batch: int = 1000, ghost_batch: int = 40,
+            n_train: int = 4000, epochs: int = 20) -> dict:
+    """The explorer's guided scenarios: Hoffer's remedies added one at a time to the large batch, on the
+    run's settings (its η, locked, and its epochs; the ghost batch set after B so that it divides it)."""
+    k, updates = large_batch / small_batch, steps_for(epochs, small_batch, n_train)
+    sqrt_eta = step_size * math.sqrt(k)
+    low, high = EXPLORER_CONTROLS["epochs"].slider
+    same = {"step_size": step_size, **({"data_options.epochs": epochs} if low <= epochs <= high else {})}
+    plain = {**same, "ghost_batch": None, "batch_size": large_batch, "data_options.budget": "epochs"}
+    ghost = {**same, "batch_size": large_batch, "ghost_batch": ghost_batch, "data_options.scale_step": True}
+    return {
+        "large batch, same η": {
+            "question": f"B = {large_batch} at the small batch's η = {step_size:g} for the same epochs takes {k:g}× fewer "
+                        f"updates: how much test accuracy does it lose against B = {small_batch}?",
+            "values": {**plain, "data_options.scale_step": False}, "lock": ("step_size",)},
+        "√-scaled η": {
+            "question": f"η × √(B/B_S) = {step_size:g} × {math.sqrt(k):.3g} = {sqrt_eta:.3g} at B = {large_batch}: how "
+                        "much of the gap does the larger step close on its own?",
+            "values": {**plain, "data_options.scale_step": True}, "lock": ("step_size",)},
+        "ghost BatchNorm": {
+            "question": f"With √-scaled η and BatchNorm statistics over ghost batches of {ghost_batch} inside each batch "
+                        f"of {large_batch}, does the large batch test closer to the small one?",
+            "values": {**ghost, "data_options.budget": "epochs"}, "lock": ("step_size",)},
+        "equal updates": {
+            "question": f"Given as many updates as B = {small_batch} takes ({updates} in {epochs} "
+                        f"epoch{'s' * (epochs != 1)}), does the large batch catch up, and does it end sharper or "
+                        "flatter (λ_max)?",
+            "values": {**ghost, "data_options.budget": "updates"}, "lock": ("step_size",)},
+    }
+
+
+PRESETS = presets()  # on the theme's defaults; the run's explorer gets presets(...) of its own settings
 
 
 def effective(config: RunConfig, n_train: int) -> RunConfig:
@@ -321,33 +367,68 @@ class FinalSharpness:
                                              generator=torch.Generator().manual_seed(0)).eigenvalues[:, 0]}
 
 
+class DistanceFromInit:
+    """A probe: ‖θ − θ₀‖₂ over every parameter at each evaluation (θ₀: the parameters at the first one, the
+    initialization). Hoffer et al. read training as a walk on the loss surface whose distance grows like
+    log(updates): a large batch with fewer updates travels less far."""
+
+    def __init__(self):
+        self.initial = None
+
+    def __repr__(self) -> str:
+        return "DistanceFromInit()"
+
+    def __call__(self, state) -> dict:
+        with torch.no_grad():
+            if self.initial is None:
+                self.initial = {k: v.detach().clone() for k, v in state.params.items()}
+            return {"distance_from_init": distance_from_init(state.params, self.initial)}
+
+
 def explore(config: RunConfig, on_eval=None, stop=None):
     """The explorer's run: one config with its options applied, evaluated with whole-split BatchNorm
-    statistics, λ_max at the end."""
+    statistics, ‖θ − θ₀‖ at every evaluation and λ_max at the end."""
     data = make_dataset(config.data, config.n_train, config.data_seed)
     cfg = effective(config, data.n_train)
-    probes = ([FullStatistics()] if cfg.ghost_batch else []) + [FinalSharpness(cfg.steps)]
+    probes = ([FullStatistics()] if cfg.ghost_batch else []) + [DistanceFromInit(), FinalSharpness(cfg.steps)]
     return train(cfg, data=data, probes=probes, on_eval=on_eval, stop=stop, progress=False)
 
 
 def explore_chart(frame: pd.DataFrame, config: RunConfig | None = None):
-    """Test and train accuracy against epochs, and the end: sharpness beside test accuracy (one point per
-    run, kept runs included)."""
+    """Test and train accuracy against epochs, and test accuracy against updates (kept runs included): at
+    equal epochs a larger batch takes fewer updates."""
     if config is not None and "epoch" not in frame.columns:
         n = make_dataset(config.data, config.n_train, config.data_seed).n_train
         frame = frame.assign(epoch=frame["step"] * (config.batch_size or n) / n)
     x = "epoch" if "epoch" in frame.columns else "step"
-    acc = charts.curves(frame, ["test_acc", "train_acc"], x=x, log_x=True, title="accuracy", y_title="accuracy")
+    acc = charts.curves(frame, ["test_acc", "train_acc"], x=x, log_x=True, title="accuracy against epochs",
+                        y_title="accuracy")
+    updates = charts.curves(frame, "test_acc", log_x=True, title="test accuracy against updates (steps)",
+                            y_title="test accuracy")
+    return charts.row(acc, updates).resolve_scale(color="independent")  # train/test there, runs here
+
+
+def learned(frame: pd.DataFrame, config: RunConfig | None = None):
+    """What the network learned: how far its weights travelled, ‖θ − θ₀‖ against updates (recorded by the
+    explorer's runs), and where it ended, λ_max of the training loss against test accuracy (one point per
+    run, kept runs included)."""
     series = [c for c in ("label", "run", "current") if c in frame.columns]
+    if (frame.metric == "distance_from_init").any():
+        travelled = charts.curves(frame, "distance_from_init", log_x=True, title="what it learned: distance from init",
+                                  y_title="‖θ − θ₀‖", width=280)
+    else:
+        travelled = charts.empty("‖θ − θ₀‖ against updates appears once the explorer trains", width=280)
     sharp = frame[frame.metric == "sharpness"][[*series, "value"]].rename(columns={"value": "sharpness"})
     test = (frame[frame.metric == "test_acc"].sort_values("step").groupby(series, as_index=False).last()
             [[*series, "value"]].rename(columns={"value": "test_acc"}))
     ends = sharp.merge(test, on=series)
-    if ends.empty:
-        return charts.row(acc, charts.empty("λ_max appears when a run ends", width=260))
-    return charts.row(acc, scatter(ends, "test_acc", "sharpness", color="label" if "label" in ends else None,
-                                   log_y=True, title="what it learned: sharpness vs test accuracy",
-                                   x_title="test accuracy", y_title="λ_max (train loss)", width=260))
+    ends = ends[ends.sharpness > 0]
+    compared = "label" in ends and ends["label"].nunique() > 1  # one run: no legend repeating the settings
+    ended = (scatter(ends, "test_acc", "sharpness", color="label" if compared else None, log_y=True,
+                     title="where it ended: sharpness vs test accuracy", x_title="test accuracy",
+                     y_title="λ_max (train loss)", width=280)
+             if len(ends) else charts.empty("λ_max appears when a run ends", width=280))
+    return charts.row(travelled, ended).resolve_scale(color="independent")  # not merged with the curves' colours
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
+import altair as alt
 import numpy as np
 import pandas as pd
 import torch
@@ -255,7 +256,8 @@ def run(p, result) -> None:
     result.exploration = Exploration(start, chart, run=explore, initial=first.assign(run=0).reset_index(drop=True),
                                      controls={"qk_layernorm": QK_CONTROL, **{n: THEME.params[n] for n in
                                                ("z_loss", "warmup_steps", "steps")}},
-                                     common=("step_size", "batch_size", "weight_decay"))
+                                     common=("step_size", "batch_size", "weight_decay"), presets=PRESETS,
+                                     learned=learned)
 
 
 QK_CONTROL = Param(False, OneOf((False, True)), "LayerNorm on each head's queries and keys", label="qk-layernorm")
@@ -367,18 +369,99 @@ def drift_chart(drift: pd.DataFrame):
                         charts.reference_rule(0.0, "0"))
 
 
+def _entropy_rate(config: RunConfig | None) -> float | None:
+    """The best possible loss of the config's Markov chain (make_dataset memoizes the data)."""
+    if config is None or config.data != "lag2_markov":
+        return None
+    return float(make_dataset(config.data, config.n_train, config.data_seed, **config.data_options).info["entropy_rate"])
+
+
 def chart(frame: pd.DataFrame, config: RunConfig | None = None):
-    """The explorer's view: held-out loss and the largest attention logit over training, and where each head of
-    the first block attends from the last position at the latest step (does one attend two back?)."""
+    """The explorer's view: training and held-out loss over training against the entropy rate (the best
+    possible loss), and the output logits: their mean and log Z of the output softmax (z-loss pulls log Z
+    towards 0; without weight decay the mean may drift)."""
     frame = charts.tidy(frame)
-    latest = frame[frame.metric.str.startswith("attn0.")]
-    if "current" in latest.columns:
-        latest = latest[latest["current"].fillna(True).astype(bool)]
-    latest = latest[latest.step == latest.step.max()] if len(latest) else latest
-    parts = latest.metric.str.extract(r"attn0\.(\d+)_back(\d+)")
-    latest = latest.assign(head="head " + parts[0], back=pd.to_numeric(parts[1]))
-    attention = (charts.heatmap(latest, "back", "head", "value", fmt=".2f", title="block 0: attention from the last token",
-                                width=260, height=90) if len(latest) else charts.empty("no attention yet"))
-    return charts.row(charts.curves(frame, ["train_loss", "test_loss"], title="loss", y_title="cross-entropy", width=260),
-                      charts.curves(frame, "max_attn_logit", log_y=True, title="largest attention logit",
-                                    y_title="max |q·k| / √d_head", width=260), attention)
+    loss = charts.curves(frame, ["train_loss", "test_loss"], title="loss", y_title="cross-entropy (nats)", width=300)
+    best = _entropy_rate(config)
+    if best is not None:
+        loss = charts.layer(loss, charts.reference_rule(best, f"entropy rate {best:.3f}"))
+    names = {"output_logit_mean": "mean output logit", "log_z": "log Z"}
+    outputs = frame[frame.metric.isin(list(names))].assign(metric=lambda f: f.metric.map(names))
+    logits = charts.layer(charts.curves(outputs, list(names.values()), title="output logits", y_title="nats", width=300),
+                          charts.reference_rule(0.0, "0"))
+    return charts.row(loss, logits).resolve_scale(color="independent")  # train/test there, the two logit series here
+
+
+def _current(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the run the controls describe (in compare mode the kept runs are not current)."""
+    if "current" in frame.columns:
+        frame = frame[frame["current"].fillna(True).astype(bool)]
+    return frame[frame.run == frame.run.min()] if len(frame) else frame
+
+
+WIDE = 190  # px per panel of the learned view: three panels and the heads' legend in the explorer's 940 px
+
+
+def learned(frame: pd.DataFrame, config: RunConfig | None = None):
+    """What the attention learned: where each head (every block) attends from the last position at the latest
+    evaluation, one cell per token back (the next token depends on the one 2 back, outlined); the attention
+    each head puts two back over training; and the largest attention logit |q·k|/√d_head, which grows
+    without bound when training goes unstable."""
+    attention = frame[frame.metric.str.match(r"^attn\d+\.\d+_back\d+$")]
+    finite = np.isfinite(pd.to_numeric(attention.value, errors="coerce").to_numpy(dtype=float))
+    attention = attention[finite]  # a diverged run: its latest finite evaluation
+    now = _current(attention)
+    if now.empty:
+        return charts.empty("the attention of every head appears at the first evaluation")
+    now = now[now.step == now.step.max()]
+    parts = now.metric.str.extract(r"attn(\d+)\.(\d+)_back(\d+)").astype(int)
+    cells = pd.DataFrame({"head": "block " + parts[0].astype(str) + " · head " + parts[1].astype(str),
+                          "back": parts[2].to_numpy(), "attention": now.value.astype(float).to_numpy()})
+    base = alt.Chart(charts.inline(cells)).encode(
+        x=alt.X("back:O", title="tokens back from the predicted one (1: the last)"), y=alt.Y("head:N", title=None))
+    heat = alt.layer(
+        base.mark_rect().encode(color=alt.Color("attention:Q", scale=alt.Scale(domain=[0, 1], scheme="blues"),
+                                                legend=None),  # the values are written in the cells
+                                tooltip=["head:N", "back:O", alt.Tooltip("attention:Q", format=".3f")]),
+        base.mark_text(fontSize=9).encode(text=alt.Text("attention:Q", format=".2f"),
+                                          color=alt.condition("datum.attention > 0.6", alt.value("white"), alt.value("black"))),
+        base.transform_filter("datum.back == 2").mark_rect(fill=None, stroke="#c0392b", strokeWidth=2),
+    ).properties(width=WIDE, height=24 * cells["head"].nunique(),
+                 title=f"what it learned: attention from the last token, step {int(now.step.iloc[0])}")
+    two = _current(attention)
+    two = two[two.metric.str.endswith("_back2")]
+    heads = two.metric.str.extract(r"attn(\d+)\.(\d+)_back2")
+    two = two.assign(metric="block " + heads[0] + " · head " + heads[1])
+    context = int(parts[2].max())
+    over_time = charts.layer(
+        charts.curves(two, color="metric", title="attention two back, per head", y_title="attention to token 2 back",
+                      width=WIDE),
+        charts.reference_rule(1 / context, f"uniform 1/{context}"))
+    logit = charts.curves(frame, "max_attn_logit", log_y=True, title="largest attention logit",
+                          y_title="max |q·k| / √d_head", width=WIDE)
+    return charts.row(heat, over_time, logit).resolve_scale(color="independent")  # not merged with the curves' colours
+
+
+# the explorer's guided scenarios (controls: step_size, batch_size, weight_decay, qk_layernorm, z_loss, warmup_steps, steps)
+PRESETS = {
+    "η = 1 without qk-layernorm": {
+        "question": "At η = 1 with plain attention, how far do the attention logits grow, and does the loss get near "
+                    "the entropy rate?",
+        "values": {"step_size": 1.0, "qk_layernorm": False, "weight_decay": 1e-4, "z_loss": 1e-4, "warmup_steps": 100},
+        "lock": ("qk_layernorm",)},
+    "same η with qk-layernorm": {
+        "question": "With LayerNorm on each head's queries and keys at the same η = 1, do the attention logits stay "
+                    "bounded, and does a head learn to attend two back?",
+        "values": {"step_size": 1.0, "qk_layernorm": True, "weight_decay": 1e-4, "z_loss": 1e-4, "warmup_steps": 100},
+        "lock": ("step_size",)},
+    "z-loss on, no weight decay": {
+        "question": "Without weight decay (λ = 0), does the mean output logit walk away from 0, and does z-loss hold "
+                    "log Z near 0 (switch it off to compare)?",
+        "values": {"step_size": 1.0, "qk_layernorm": True, "weight_decay": 0.0, "z_loss": 1e-4, "warmup_steps": 100},
+        "lock": ("weight_decay", "qk_layernorm")},
+    "no warm-up": {
+        "question": "At η = 0.3 with plain attention and no warm-up, do the attention logits grow sooner and further "
+                    "than with 100 warm-up steps?",
+        "values": {"step_size": 0.3, "qk_layernorm": False, "weight_decay": 1e-4, "z_loss": 1e-4, "warmup_steps": 0},
+        "lock": ("qk_layernorm",)},
+}
