@@ -274,7 +274,7 @@ def default_threads() -> int:
 
 def train(configs: RunConfig | Sequence[RunConfig], data: Dataset | None = None, probes: Sequence[Callable] = (),
           on_eval: Callable | None = None, stop: threading.Event | Callable | None = None,
-          progress: bool | None = None, cache: str | bool = False) -> Run:
+          progress: bool | None = None, cache: str | bool = False, start: dict | None = None) -> Run:
     """Train one config, or a list of configs as one batched ensemble.
 
     probes: callables `probe(state: TrainState) -> {metric: Tensor[M]}` run at every evaluation.
@@ -282,11 +282,20 @@ def train(configs: RunConfig | Sequence[RunConfig], data: Dataset | None = None,
     stop: an Event (or a function returning True) that cancels the run; what was done is returned.
     cache: True (or a string naming what the probes/data add to the key) reuses a finished run with the
     same configs (and probe reprs) from the disk cache; its rows are replayed to on_eval at once.
+    start: parameters to train from instead of the initialization, {name: Tensor[M, ...]} with the model's
+    names and shapes (e.g. an earlier `Run.params`, to go on with another step size); a ConfigError says
+    what does not match. Only the weights carry over: the optimizer state (momentum, Adam's moments), the
+    step count (the history starts at step 0), the step-size schedule and its warm-up start afresh;
+    batches are drawn as in a fresh run of the seed, and a centered output (`center_output`) still
+    subtracts the seed's initial function. Not combined with `cache` (a cached run is keyed by its configs).
     """
     configs = [configs] if isinstance(configs, RunConfig) else list(configs)
     if not configs:
         raise ConfigError("train needs at least one RunConfig.")
     _check_ensemble(configs)
+    if cache and start is not None:
+        raise ConfigError("train takes start= or cache=, not both: a cached run is keyed by its configs, not by "
+                          "the parameters it started from.")
     if cache:
         return _cached_train(configs, data, probes, on_eval, stop, progress, cache)
     cfg = configs[0]
@@ -306,7 +315,9 @@ def train(configs: RunConfig | Sequence[RunConfig], data: Dataset | None = None,
     M, n = len(configs), data.n_train
     generators = [torch.Generator().manual_seed(c.seed) for c in configs]
     model = build_model(cfg, data)
-    params = model.init(generators, device, dtype)
+    params = model.init(generators, device, dtype)  # also with `start`: the generators then draw the same batches
+    if start is not None:
+        params = _start_from(start, params)
     mask = model.decay_mask(params, cfg.decay_biases)
     opt, descend = _optimizer(cfg, configs, mask, device, dtype)
     opt_state = opt.init(params)
@@ -371,6 +382,28 @@ def train(configs: RunConfig | Sequence[RunConfig], data: Dataset | None = None,
     summary = _summary(configs, history, diverged_at.tolist())
     params = {k: p.detach() for k, p in params.items()}
     return Run(configs, history, summary, params, model, data, stopped, step_losses[: step if not stopped else step - 1].cpu())
+
+
+def _start_from(start, params: dict) -> dict:
+    """Copies of `start`'s tensors on the model's device and dtype, after checking that they are the
+    model's parameters: the same names, each of the same shape (leading axis: the members)."""
+    if not isinstance(start, dict):
+        raise ConfigError(f"start= takes a dict of parameter tensors, e.g. an earlier Run.params. Got {type(start).__name__} instead.")
+    missing, unknown = [k for k in params if k not in start], [k for k in start if k not in params]
+    if missing or unknown:
+        raise ConfigError(f"start= must hold exactly the model's parameters ({', '.join(params)}); "
+                          + "; ".join(part for part in (f"missing {', '.join(missing)}" if missing else "",
+                                                        f"unknown {', '.join(map(str, unknown))}" if unknown else "") if part)
+                          + ". Were they trained with another model, width, depth or rank?")
+    out = {}
+    for k, p in params.items():
+        t = start[k]
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(p.shape):
+            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ConfigError(f"start['{k}'] has shape {got}; this model's '{k}' has shape {tuple(p.shape)} "
+                              f"([members, ...]). Start from parameters of the same model and ensemble size.")
+        out[k] = t.detach().to(device=p.device, dtype=p.dtype).clone()
+    return out
 
 
 def _summary(configs, history, diverged_at) -> pd.DataFrame:

@@ -504,3 +504,43 @@ def test_compare_labels_name_only_the_differing_setting_and_charts_fit_the_colum
         assert "'title': 'run'" in str(spec)  # the legend of the compared runs
     finally:
         ex.close()
+
+
+def test_small_multiples_draw_one_panel_per_kept_run_on_shared_axes():
+    rec = Recorder()
+    ex = explorer(rec)
+    try:
+        ex.multiples_box.value = True  # a compare-mode view: it turns compare on
+        assert ex.compare_box.value and ex.compare
+        for eta in (0.2, 0.5):
+            ex.set(step_size=eta)
+            assert ex.wait(10)
+        spec = ex.chart_widget.spec
+        titles = [panel["title"] for panel in spec["concat"]]
+        assert titles == ["η=0.5 (current)", "η=0.2", "η=0.1"]  # one panel per run, named by the setting that differs
+        assert spec["resolve"]["scale"] == {"x": "shared", "y": "shared"} and spec["columns"] == 3
+        assert charts.estimated_width(ex.last_chart) <= 940
+        assert "datum.current" not in str(spec["concat"])  # nothing faded: each panel is one run
+        assert set(ex.frame["label"]) == {"η=0.1", "η=0.2", "η=0.5"}  # the export still has every run's rows
+        charts.to_png(ex.last_chart)  # renders offline
+        ex.multiples_box.value = False  # overlaid again
+        assert "concat" not in ex.chart_widget.spec and ex.compare
+    finally:
+        ex.close()
+
+
+def test_small_multiples_of_a_chart_of_several_views_share_each_views_axes():
+    rec = Recorder()
+    ex = explorer(rec, chart=lambda f, c: charts.row(charts.curves(f, "train_loss", title="train"),
+                                                     charts.curves(f, "test_loss", title="test")))
+    try:
+        ex.multiples_box.value = True
+        ex.set(step_size=0.2)
+        assert ex.wait(10)
+        columns = ex.chart_widget.spec["hconcat"]  # a row per run, a column per view
+        assert len(columns) == 2 and all(len(c["vconcat"]) == 2 for c in columns)
+        assert [p["title"] for p in columns[1]["vconcat"]] == ["η=0.2 (current) · test", "η=0.1 · test"]
+        assert all(c["resolve"]["scale"] == {"x": "shared", "y": "shared"} for c in columns)
+        assert charts.estimated_width(ex.last_chart) <= 940
+    finally:
+        ex.close()

@@ -14,7 +14,12 @@ from a slider, a typed number, the set box, a stamp or a preset, goes through `s
 refuse what they cannot use with a message and start a run only when the config actually changed.
 The layout fits a ~960 px notebook column or a Voilà page (`charts.fit` wraps wide rows of charts).
 Run controls: stop holds the run at its next evaluation (continue resumes it from the same weights),
-step runs to the next evaluation and holds, reset goes back to the starting settings. Presets are
+step runs to the next evaluation and holds, reset goes back to the starting settings. "keep weights"
+(off by default) makes a change of an optimization setting (step size, batch size, weight decay, ...)
+go on from the current run's weights, its curve continuing along the step axis, as TensorFlow
+Playground does; a change of the model's shape, the data or the seed restarts from fresh weights and the
+message line says why (session.KEEPS_WEIGHTS, session.carry_over). In compare mode "small multiples"
+draws each kept run in its own panel on shared axes instead of overlaying them. Presets are
 named guided scenarios (a question, values, locked and hidden controls) in a chooser at the top.
 Exports are browser downloads whose image caption and CSV header carry the settings stamp.
 
@@ -42,7 +47,7 @@ from reglab.theme import Param
 from .controls import (COMMON, NO_OFF, Choice, FloatRange, IntRange, LogRange, Toggle, aliases, batch_options,
                        config_for, default_spec, get_value, label, parse_assignments, resolve, round_grid, show_value,
                        spec_for)
-from .session import LiveRun, Session, normalize
+from .session import LiveRun, Session, normalize, weights
 
 MAX_KEPT = 6  # earlier runs kept as faded lines in compare mode
 PANEL_WIDTH = 940  # px: a Jupyter notebook column or a Voilà page is ~960–1000 px
@@ -50,11 +55,12 @@ LABEL_WIDTH, SLIDER_WIDTH, READOUT_WIDTH = "190px", "300px", "130px"
 COLORS = {"info": "#555", "warn": "#b9770e", "error": "#c0392b"}
 
 
-def train_run(config: RunConfig, on_eval, stop):
-    """The default run: one reglab.train, streaming rows, cancellable, without a tqdm bar."""
+def train_run(config: RunConfig, on_eval, stop, start=None):
+    """The default run: one reglab.train, streaming rows, cancellable, without a tqdm bar; `start`: the
+    weights to begin from (keep weights)."""
     from reglab.engine import train
 
-    return train(config, on_eval=on_eval, stop=stop, progress=False)
+    return train(config, on_eval=on_eval, stop=stop, progress=False, start=start)
 
 
 def default_chart(frame: pd.DataFrame, config: RunConfig):
@@ -68,9 +74,15 @@ def view_frame(current: LiveRun, kept: list, names, specs: dict | None = None) -
     when comparing, only those that differ between the runs shown, e.g. "η=0.2"), `current` (False for
     kept runs), `diverged_at` and `budget` (the step budget: the x axis spans it from the start); kept
     runs get run ids after the current ones so that a spec's `detail="run:N"` still separates every line."""
+    parts = view_parts(current, kept, names, specs)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def view_parts(current: LiveRun, kept: list, names, specs: dict | None = None) -> list:
+    """view_frame's rows, one frame per result (the current one first)."""
     results = [current, *kept]
     differ = [n for n in names if len({repr(get_value(r.config, n)) for r in results}) > 1]
-    budget = max(r.config.steps for r in results)
+    budget = max(r.end for r in results)
     parts, offset = [], 0
     for result, is_current in [(current, True), *((k, False) for k in kept)]:
         f = result.frame.copy()
@@ -81,7 +93,59 @@ def view_frame(current: LiveRun, kept: list, names, specs: dict | None = None) -
         f["budget"] = budget
         offset = int(f["run"].max()) + 1 if len(f) else offset
         parts.append(f)
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return parts
+
+
+def small_multiples(parts: list, configs: list, chart: Callable, width: int = PANEL_WIDTH):
+    """One panel per run instead of overlaid lines: `chart(part, config)` of each run's rows (view_parts),
+    titled by its label (the settings that differ), the first marked "current". Panels share their axes
+    (x and y scales, legends): a one-view chart wraps into a grid of up to three columns; a chart of
+    several views (loss beside accuracy) gives each run a row and shares each view's axes down its
+    column. Sized so that the whole fits `width` pixels across."""
+    labels = [str(p["label"].iloc[0]) if len(p) else "" for p in parts]
+    titles = [f"{t} (current)" if i == 0 else t for i, t in enumerate(labels)]
+    panels = [chart(p.assign(current=True), c) for p, c in zip(parts, configs)]  # nothing faded in its own panel
+    views = [_views(p) for p in panels]
+    k = len(views[0]) if views[0] else 0
+    if not k or any(v is None or len(v) != k for v in views):  # panels of differing shapes: side by side as they are
+        return alt.concat(*(p.properties(title=t) for p, t in zip(panels, titles)), columns=min(len(panels), 2))
+    n, spacing = len(panels), 20
+    side = max(charts.estimated_width(p) - charts.estimated_width(p, False) for p in panels)  # a legend at the right
+    columns = (n if n <= 3 else 2 if n == 4 else 3) if k == 1 else k
+    across = max(120, min(charts.WIDTH, int((width - side - spacing * (columns - 1)) / columns) - 60))
+    height = int(charts.HEIGHT * 0.7)
+
+    def titled(view, text):
+        old = view.title if view.title is not alt.Undefined else None
+        old = getattr(old, "text", old)
+        return _resize(view, across, height).properties(title=f"{text} · {old}" if old and k > 1 else text)
+
+    if k == 1:
+        return alt.concat(*(titled(v[0], t) for v, t in zip(views, titles)), columns=columns,
+                          spacing=spacing).resolve_scale(x="shared", y="shared")
+    return alt.hconcat(*(alt.vconcat(*(titled(v[j], t) for v, t in zip(views, titles)), spacing=spacing)
+                         .resolve_scale(x="shared", y="shared") for j in range(k)), spacing=spacing)
+
+
+def _views(chart) -> list | None:
+    """The single views (charts and layers) of a chart, in reading order; None for a facet or repeat."""
+    if isinstance(chart, (alt.Chart, alt.LayerChart)):
+        return [chart]
+    for attr in ("hconcat", "vconcat", "concat"):
+        parts = getattr(chart, attr, alt.Undefined)
+        if parts is not alt.Undefined:
+            out = [_views(c) for c in parts]
+            return None if any(v is None for v in out) else [v for vs in out for v in vs]
+    return None
+
+
+def _resize(view, width: int, height: int):
+    """A chart or layer at this size (layers inside it that set a size get it too)."""
+    view = view.copy(deep=False)
+    if isinstance(view, alt.LayerChart):
+        view.layer = [_resize(c, width, height) if c.width is not alt.Undefined or c.height is not alt.Undefined else c
+                      for c in view.layer]
+    return view.properties(width=width, height=height)
 
 
 class Explorer:
@@ -92,6 +156,7 @@ class Explorer:
     through `on_eval(rows, step)` and returning soon after `stop` (a threading.Event) is set; default
     `reglab.train(config, on_eval=on_eval, stop=stop, progress=False)` (a custom run should also keep
     tqdm quiet). A returned frame reports divergence in a `diverged_at` column (a Run in its summary).
+    "keep weights" needs a run that returns a Run and takes `start=None`, passed on to reglab.train.
     controls: common controls shown, by name. extra: {name: spec or Param} for theme controls ("steps",
     "data_options.p", ...) or to override a common control's spec. preset: values to set, plus
     "hide": [names] and "lock": [names]. presets: {name: {"question", "values", "lock", "hide"}}, offered
@@ -125,6 +190,8 @@ class Explorer:
         self.values = {n: get_value(config, n) for n in self.names}
         self._initial_values = dict(self.values)
         self.compare = False
+        self.small_multiples = False  # compare mode: one panel per run instead of overlaid lines
+        self.keep_weights = False  # a change of an optimization setting goes on from the current weights
         self.kept: list[LiveRun] = []
         self.status = ""
         self.lines: list[tuple[str, str]] = []  # (level, text) shown under the chart
@@ -189,7 +256,10 @@ class Explorer:
     def set(self, **values) -> list:
         """Set controls (or other RunConfig fields) by name; returns the messages shown. A value the core
         refuses, or one outside its control's range, is refused with a message and the old value kept;
-        a run starts only when the config changed."""
+        a run starts only when the config changed (with keep weights, from the current weights)."""
+        return self._set(values)
+
+    def _set(self, values: dict, keep: bool | None = None) -> list:
         with self.lock:
             messages, fields = [], {}
             for name, value in values.items():
@@ -211,7 +281,7 @@ class Explorer:
             messages += self._follow_data_size()
             self._say(messages, "warn")
             self._sync_widgets()
-        self._request()
+        self._request(keep=keep)
         return messages
 
     def _follow_data_size(self) -> list:
@@ -268,7 +338,7 @@ class Explorer:
             messages += self._follow_data_size()
             self._say(messages or ["Restored."], "info" if not messages else "warn")
             self._sync_widgets()
-        self._request()
+        self._request(keep=False)  # the stamped run itself, not a continuation of the current one
         return messages
 
     def apply_preset(self, name: str | None) -> list:
@@ -289,7 +359,7 @@ class Explorer:
                     self._syncing = False
                 self.question.value = (f"<b>{html.escape(name)}</b> — {html.escape(preset.get('question', ''))}"
                                        if name else "")
-        messages = self.set(**preset.get("values", {}))
+        messages = self._set(preset.get("values", {}), keep=False)  # a scenario starts from fresh weights
         return messages
 
     def reset(self) -> list:
@@ -300,7 +370,7 @@ class Explorer:
             self._follow_data_size()
             self._say(["Back to the starting settings."], "info")
             self._sync_widgets()
-        self._request()
+        self._request(keep=False)
         return []
 
     def stop(self) -> None:
@@ -312,7 +382,8 @@ class Explorer:
         return self.session.pause()
 
     def resume(self) -> bool:
-        """Continue a held run; a stopped one (cancelled) is run again from step 0."""
+        """Continue a held run; a stopped one (cancelled) is run again from step 0, or with keep weights
+        goes on from where it stopped."""
         if self.session.resume():
             return True
         current = self.session.current
@@ -373,7 +444,11 @@ class Explorer:
 
     def _caption_lines(self, config: RunConfig) -> list:
         stamp = config.to_text()
-        return [label(config, self.names)] + [stamp[i:i + 110] for i in range(0, len(stamp), 110)]
+        lines = [label(config, self.names)] + [stamp[i:i + 110] for i in range(0, len(stamp), 110)]
+        current = self.session.current
+        if current is not None and current.start:  # the stamp alone does not reproduce a run that kept weights
+            lines.append(f"from step {current.start}: went on from the weights of the run before it (keep weights)")
+        return lines
 
     # -- the session's view (called under self.lock, possibly from the worker thread) ------------
     def draw(self, result: LiveRun):
@@ -384,9 +459,11 @@ class Explorer:
             self.last_chart, self.last_frame = chart, frame
             self._show(chart, spec)
             return True
-        frame = view_frame(result, kept, self.names, self.specs)
+        parts = view_parts(result, kept, self.names, self.specs)
+        frame = pd.concat(parts, ignore_index=True)
+        multiples = (parts, [result.config, *(k.config for k in kept)]) if kept and self.small_multiples else None
         try:
-            chart = self._chart(result, frame, faded=bool(kept))
+            chart = self._chart(result, frame, faded=bool(kept), multiples=multiples)
             spec = chart.to_dict(validate=False) if self._panel is not None else None
         except Exception as err:  # a theme's chart bug is shown, not raised into the worker
             self.message(f"The chart failed: {type(err).__name__}: {err}", "error")
@@ -407,11 +484,15 @@ class Explorer:
         else:
             self.chart_widget.spec = spec
 
-    def _chart(self, result: LiveRun, frame: pd.DataFrame, faded: bool = False):
+    def _chart(self, result: LiveRun, frame: pd.DataFrame, faded: bool = False, multiples=None):
         """The theme's spec over the frame (its builders mark diverged runs), with the theme's view of
-        what the model learned below it, fitted to the panel's width; earlier runs faded. A diverged run
-        keeps its marker on every chart, its "diverged at step k" is said once, in the message line."""
-        chart = self.chart_fn(frame, result.config)
+        what the model learned below it, fitted to the panel's width; earlier runs faded, or with
+        `multiples` (view_parts, their configs) drawn as small multiples. A diverged run keeps its marker
+        on every chart, its "diverged at step k" is said once, in the message line."""
+        if multiples is not None:
+            chart, faded = small_multiples(*multiples, self.chart_fn, PANEL_WIDTH), False
+        else:
+            chart = self.chart_fn(frame, result.config)
         if self.learned_fn is not None:
             chart = alt.vconcat(chart, self.learned_fn(frame, result.config))
         if result.diverged_at or (self.compare and any(k.diverged_at for k in self.kept)):
@@ -463,7 +544,9 @@ class Explorer:
     def _initial_result(self) -> LiveRun:
         cfg = self._initial_config
         frame, diverged, _ = normalize(self.initial, cfg, [])
-        return LiveRun(cfg, frame, "diverged" if diverged else "done", int(frame["step"].max()) if len(frame) else 0, diverged)
+        params, taken = weights(self.initial, frame)
+        return LiveRun(cfg, frame, "diverged" if diverged else "done", int(frame["step"].max()) if len(frame) else 0, diverged,
+                       params=params, taken=taken)
 
     @property
     def widget(self):
@@ -509,6 +592,16 @@ class Explorer:
         self.compare_box = W.Checkbox(value=self.compare, description="compare: keep earlier runs (faded), labelled "
                                       "by the settings that differ", indent=False, layout=W.Layout(width="auto"))
         self.compare_box.observe(lambda change: self._set_compare(change["new"]), names="value")
+        self.multiples_box = W.Checkbox(value=self.small_multiples, description="small multiples: one panel per run, "
+                                        "shared axes", indent=False, layout=W.Layout(width="auto"))
+        self.multiples_box.observe(lambda change: self._set_multiples(change["new"]), names="value")
+        takes = self.session.takes_start
+        self.keep_box = W.Checkbox(value=self.keep_weights, description="keep weights", indent=False,
+                                   disabled=not takes, layout=W.Layout(width="auto"),
+                                   tooltip="on: a new step size, batch size, weight decay... goes on training the current "
+                                           "weights; a new width, rank, depth, data or seed restarts" if takes else
+                                           "this panel's run function takes no start= weights: every change restarts")
+        self.keep_box.observe(lambda change: self._set_keep(change["new"]), names="value")
         placeholder = alt.Chart({"values": [{"t": "training…"}]}).mark_text(size=14, color="gray").encode(
             text="t:N").properties(width=charts.WIDTH, height=charts.HEIGHT)
         self.chart_widget = alt.JupyterChart(placeholder, embed_options={"renderer": "svg", "actions": False})
@@ -539,9 +632,10 @@ class Explorer:
         self._panel = W.VBox([
             *header,
             W.VBox(rows),
-            W.HBox([self.stop_button, self.step_button, self.reset_button, self.progress_bar, self.status_label],
-                   layout=W.Layout(align_items="center", flex_flow="row wrap")),
-            self.compare_box,
+            W.HBox([self.stop_button, self.step_button, self.reset_button, self.progress_bar, self.status_label,
+                    self.keep_box], layout=W.Layout(align_items="center", flex_flow="row wrap")),
+            W.HBox([self.compare_box, self.multiples_box], layout=W.Layout(align_items="center", flex_flow="row wrap",
+                                                                           grid_gap="16px")),
             self.chart_widget,
             self.message_line,
             self.stamp_text,
@@ -552,6 +646,7 @@ class Explorer:
         self._panel.add_class("reglab-explorer")
         for widget, hook in [(self.stamp_text, "stamp"), (self.typed_text, "set"), (self.status_label, "status"),
                              (self.message_line, "messages"), (self.compare_box, "compare"), (self.preset_box, "presets"),
+                             (self.multiples_box, "multiples"), (self.keep_box, "keep-weights"),
                              (self.question, "question"), (self.export_line, "download"), (self.stop_button, "stop"),
                              (self.step_button, "step"), (self.reset_button, "reset"), (self.chart_widget, "chart"),
                              *((b, f"export-{k}") for b, k in zip(buttons, ("png", "svg", "csv")))]:
@@ -695,7 +790,22 @@ class Explorer:
             if self.session.current is not None:
                 self.draw(self.session.current)
 
-    def _request(self, force: bool = False) -> None:
+    def _set_multiples(self, on: bool) -> None:
+        """Small multiples on or off (a compare-mode view: turning it on turns compare on)."""
+        with self.lock:
+            self.small_multiples = bool(on)
+            if on and not self.compare and self._panel is not None:
+                self.compare_box.value = True  # draws through _set_compare
+            elif self.session.current is not None:
+                self.draw(self.session.current)
+
+    def _set_keep(self, on: bool) -> None:
+        with self.lock:
+            self.keep_weights = bool(on)
+
+    def _request(self, force: bool = False, keep: bool | None = None) -> None:
+        """Ask the session for the config the controls describe; keep: go on from the current weights
+        (default: the "keep weights" box)."""
         if self._panel is None:
             return  # nothing displayed: nothing to run (headless, or before show)
         with self.lock:
@@ -712,7 +822,7 @@ class Explorer:
             self.export_line.value = ""
             if force and current is not None and current.key == config.short_hash() and not current.complete:
                 self.session.cache.pop(current.key, None)
-            self.session.request(config, delay=0 if force else None)
+            self.session.request(config, delay=0 if force else None, keep=self.keep_weights if keep is None else keep)
 
     def _sync_widgets(self) -> None:
         """Show self.values in every widget (slider, readout, checkbox, stamp) without re-triggering."""

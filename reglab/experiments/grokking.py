@@ -220,11 +220,11 @@ def corruption_probe(state) -> dict:
     return out
 
 
-def explore(config: RunConfig, on_eval=None, stop=None):
+def explore(config: RunConfig, on_eval=None, stop=None, start=None):
     """The explorer's run: one config with the collapse and Fourier probes (and the corruption probe when ξ > 0)."""
     probes = [collapse_probe, fourier_probe] + ([corruption_probe] if config.data_options.get("corrupt_fraction", 0)
                                                 else [])
-    return train(config, probes=probes, on_eval=on_eval, stop=stop, progress=False)
+    return train(config, probes=probes, on_eval=on_eval, stop=stop, start=start, progress=False)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -385,13 +385,13 @@ class DistanceFromInit:
             return {"distance_from_init": distance_from_init(state.params, self.initial)}
 
 
-def explore(config: RunConfig, on_eval=None, stop=None):
+def explore(config: RunConfig, on_eval=None, stop=None, start=None):
     """The explorer's run: one config with its options applied, evaluated with whole-split BatchNorm
     statistics, ‖θ − θ₀‖ at every evaluation and λ_max at the end."""
     data = make_dataset(config.data, config.n_train, config.data_seed)
     cfg = effective(config, data.n_train)
     probes = ([FullStatistics()] if cfg.ghost_batch else []) + [DistanceFromInit(), FinalSharpness(cfg.steps)]
-    return train(cfg, data=data, probes=probes, on_eval=on_eval, stop=stop, progress=False)
+    return train(cfg, data=data, probes=probes, on_eval=on_eval, stop=stop, start=start, progress=False)
 
 
 def explore_chart(frame: pd.DataFrame, config: RunConfig | None = None):

@@ -356,11 +356,11 @@ def run_on(data: Dataset, **values) -> Result:
     return result
 
 
-def explore(cfg: RunConfig, on_eval=None, stop=None) -> Run:
+def explore(cfg: RunConfig, on_eval=None, stop=None, start=None) -> Run:
     """The explorer's run: one config, with the margin probe against its data's SVM."""
     data = dataset(cfg)
     return train(with_evals(cfg), data=data, probes=[MarginProbe(mg.svm(data.x_train, data.y_train))],
-                 on_eval=on_eval, stop=stop, progress=False)
+                 on_eval=on_eval, stop=stop, start=start, progress=False)
 
 
 def _over_t(frame, metric, title, log_y=True, **options):

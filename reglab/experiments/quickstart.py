@@ -94,9 +94,9 @@ def learned_probe(state) -> dict:
     return out
 
 
-def explore(config, on_eval, stop):
+def explore(config, on_eval, stop, start=None):
     """The explorer's run: reglab.train with the learned-view probe, streaming, quiet."""
-    return train(config, probes=[learned_probe], on_eval=on_eval, stop=stop, progress=False)
+    return train(config, probes=[learned_probe], on_eval=on_eval, stop=stop, start=start, progress=False)
 
 
 def learned(frame: pd.DataFrame, config=None):

@@ -110,11 +110,11 @@ class TokenStats:
         return probe
 
 
-def explore(config: RunConfig, on_eval=None, stop=None):
+def explore(config: RunConfig, on_eval=None, stop=None, start=None):
     """The explorer's run: one member with the token probe (SGD gets coupled L2)."""
     config = config.replace(decay="coupled" if config.optimizer == "sgd" else "decoupled")
     data = make_dataset(config.data, config.n_train, config.data_seed, **config.data_options)
-    return train(config, data=data, probes=[TokenStats(data).probe()], on_eval=on_eval, stop=stop, progress=False)
+    return train(config, data=data, probes=[TokenStats(data).probe()], on_eval=on_eval, stop=stop, start=start, progress=False)
 
 
 def _rows(members: pd.DataFrame, values: dict, items: dict) -> pd.DataFrame:

@@ -298,7 +298,7 @@ def _spectrum(r, snap: Snapshot) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["when", "step", "metric", "eigenvalue", "value"])
 
 
-def explore(config: RunConfig, on_eval=None, stop=None):
+def explore(config: RunConfig, on_eval=None, stop=None, start=None):
     """One run of experiment 1 with the sharpness probe, streaming rows (the explorer's run): λ_max
     ("sharpness") and λ_max·η/2 ("edge_ratio", 1 = the stability limit 2/η) at every evaluation."""
     probe = Sharpness(every=config.eval_every, tol=SHARPNESS_TOL)
@@ -307,7 +307,7 @@ def explore(config: RunConfig, on_eval=None, stop=None):
         out = probe(state)
         return {**out, "edge_ratio": out["sharpness"] * config.step_size / 2} if "sharpness" in out else out
 
-    return train(config, probes=[edge], on_eval=on_eval, stop=stop, progress=False)
+    return train(config, probes=[edge], on_eval=on_eval, stop=stop, start=start, progress=False)
 
 
 # the explorer's guided scenarios (controls: step_size, batch_size, weight_decay, rank, steps, loss, seed)

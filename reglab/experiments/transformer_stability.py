@@ -125,9 +125,9 @@ class AttentionProbe:
         return out
 
 
-def explore(config: RunConfig, on_eval=None, stop=None):
+def explore(config: RunConfig, on_eval=None, stop=None, start=None):
     """The explorer's run: one config with the attention probe."""
-    return train(config, probes=[AttentionProbe()], on_eval=on_eval, stop=stop, progress=False)
+    return train(config, probes=[AttentionProbe()], on_eval=on_eval, stop=stop, start=start, progress=False)
 
 
 def lr_sensitivity(final: list, initial: list) -> float | None:
