@@ -60,3 +60,52 @@ def test_solution_passes_and_stub_fails_with_its_hint(path, ex, monkeypatch):
     monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")  # graded: the stub's check cell must fail
     with pytest.raises(ExerciseFailed, match="Hint"):
         run_exercise(student_stub(ex["answer"]), ex["check"])
+
+
+# ---------------------------------------------------------------------------------------------
+# the exercise decorator: what every check gets the same way
+
+
+@exercises.exercise("99.1", hint="a hint")
+def _positive(x) -> Feedback:
+    from reglab import RunConfig, validate
+
+    validate(RunConfig(step_size=x))  # a ConfigError for x ≤ 0
+    return Feedback(x > 1, f"x = {x}")
+
+
+@exercises.exercise("99.2", hint="write it", code=True)
+def _doubles(fn) -> Feedback:
+    return Feedback(fn(2) == 4, f"fn(2) = {fn(2)}")
+
+
+def test_a_refused_answer_and_a_raising_function_fail_with_the_message_not_a_traceback():
+    refused = _positive(-1.0)
+    assert not refused.passed and "reglab refused the answer" in refused.said and refused.hint == "a hint"
+    raised = _doubles(lambda v: 1 / 0)
+    assert not raised.passed and "ZeroDivisionError" in raised.said
+
+
+def test_a_code_answer_must_be_a_function_that_returns_something():
+    assert "not a function" in _doubles(3.0).said
+    assert "returned None" in _doubles(lambda v: None).said and "No answer yet" in _doubles(lambda v: None).said
+    assert _doubles(lambda v: 2 * v).passed and not _doubles(lambda v: v + 1).passed
+
+
+def test_under_nbgrader_a_failed_check_raises_and_a_passed_one_returns_nothing(monkeypatch):
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    with pytest.raises(ExerciseFailed, match="x = 0.5"):
+        _positive(0.5)
+    assert _positive(2.0) is None  # displayed; a returned value would be read as partial credit
+
+
+def test_one_number_takes_scalars_of_every_kind_and_refuses_the_rest():
+    import numpy as np
+    import torch
+
+    from reglab.exercises import one_number
+
+    for value in (2.5, np.float32(2.5), torch.tensor(2.5), torch.tensor([2.5]), np.array([[2.5]])):
+        assert one_number(value) == 2.5
+    for value in (True, "2.5", [1.0, 2.0], torch.ones(2), None, object()):
+        assert one_number(value) is None

@@ -77,7 +77,7 @@ def test_the_ridgeless_read_out_is_recognized():
     (lambda Phi, y, lam: "a", "not an array"),
     (lambda Phi, y, lam: None, "No answer yet"),  # the stub's function body returns None
     (lambda Phi, y, lam: Phi.T @ y @ Phi, "raised ValueError"),  # shapes that do not fit: a failed check
-    ("my_ridge", "must be a function"),
+    ("my_ridge", "not a function"),
 ])
 def test_read_outs_of_the_wrong_kind_give_a_failed_check(answer, said):
     fb = ex.ridge_readout(answer)

@@ -116,7 +116,7 @@ def test_psi_wrong_answers_fail_with_their_hint(grid, answer, hint):
 
 @pytest.mark.parametrize("answer,said", [
     ({"step_size": 0.1}, "should be a function"),
-    (lambda table, measure, h: None, "should return one number"),
+    (lambda table, measure, h: None, "returned None"),
     (lambda table, measure, h: table["no such column"], "raised KeyError"),
 ], ids=["not-a-function", "returns-none", "raises"])
 def test_psi_bad_answers_fail_without_a_traceback(grid, answer, said):

@@ -24,6 +24,8 @@ import os
 from dataclasses import dataclass, replace
 from typing import Callable
 
+import numpy as np
+
 from ..config import ConfigError
 
 EXERCISES: dict[str, Callable] = {}  # id ("01.2") → the decorated check, in import order
@@ -69,18 +71,59 @@ def _unanswered(value) -> bool:
     return value is None or value is Ellipsis
 
 
-def exercise(exercise_id: str, hint: str) -> Callable:
+class _ReturnedNone(Exception):
+    """A student's function returned None: its body is still the stub."""
+
+
+def _must_return(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def called(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        if out is None:
+            raise _ReturnedNone
+        return out
+
+    return called
+
+
+def one_number(value) -> float | None:
+    """A student's result as a float when it is one number (a Python, numpy or torch scalar, or a
+    one-element array or tensor); None for anything else (a bool, a string, several values)."""
+    if value is None or isinstance(value, (bool, str)):
+        return None
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    return float(arr.reshape(())) if arr.size == 1 else None
+
+
+def exercise(exercise_id: str, hint: str, code: bool = False) -> Callable:
     """Register a check under `exercise_id` with the hint shown whenever it does not pass (a check may
-    return a more specific hint of its own)."""
+    return a more specific hint of its own). `code=True`: the answer is a function the student writes; one
+    that is not a function, or that returns None (its body still the stub), fails before the check measures."""
     def wrap(check: Callable) -> Callable:
         @functools.wraps(check)
         def checked(*args, **kwargs) -> Feedback:
             answers = [*args, *kwargs.values()]
             if not answers or any(_unanswered(a) for a in answers):
                 fb = Feedback(False, "No answer yet: fill in the cell above and run it, then this one.", hint)
+            elif code and not callable(answers[0]):
+                fb = Feedback(False, f"The answer is not a function: it should be a function (the `def` in the cell "
+                                     f"above), got a {type(answers[0]).__name__}.", hint)
             else:
+                if code and args:  # the first answer is the student's function
+                    args = (_must_return(args[0]), *args[1:])
+                elif code:
+                    first = next(iter(kwargs))
+                    kwargs = {**kwargs, first: _must_return(kwargs[first])}
                 try:
                     fb = check(*args, **kwargs)
+                except _ReturnedNone:
+                    fb = Feedback(False, "No answer yet: the function returned None. Write its body (it ends with "
+                                         "`return …`), run its cell, then this one.", hint)
                 except ConfigError as err:
                     fb = Feedback(False, f"reglab refused the answer: {err}", hint)
                 except ExerciseFailed:
@@ -105,17 +148,6 @@ def exercise(exercise_id: str, hint: str) -> Callable:
         return checked
 
     return wrap
-
-
-def all_exercises() -> dict[str, Callable]:
-    """Every exercise of every theme, by id (importing each theme's exercise module registers its checks)."""
-    for name in MODULES:
-        try:
-            importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"{__name__}.{name}":
-                raise
-    return dict(sorted(EXERCISES.items()))
 
 
 def __getattr__(name: str):

@@ -106,13 +106,11 @@ def _reference(x, x_test, y, w, N: int, lam: float) -> tuple:
 
 
 @exercise("06.3", hint="Set the gradient of ½·mean((Φa − y)²) + ½λ‖a‖² (no intercept) to 0: a linear system for a, "
-                       "which np.linalg.solve solves. Mind the mean's 1/n.")
+                       "which np.linalg.solve solves. Mind the mean's 1/n.", code=True)
 def ridge_readout(readout_fn) -> Feedback:
     """Pass when `readout_fn(Phi, y, lam)` (numpy float64 [n, N], [n], a float) returns coefficients a [N]
     whose test predictions agree with the theme's closed-form ridge (READOUT_AGREES) on a fresh feature
     draw, for each (N, λ) of READOUT_CASES."""
-    if not callable(readout_fn):
-        return Feedback(False, f"The answer must be a function (Phi, y, lam) → a; got {type(readout_fn).__name__}.")
     cfg = dd.config(n_train=N_TRAIN, width=max(N for N, _ in READOUT_CASES))
     p, w = dd.problem(cfg, [DRAWS], cfg.width)  # a draw the other checks do not average
     y = p["y"]
@@ -120,9 +118,6 @@ def ridge_readout(readout_fn) -> Feedback:
     for N, lam in READOUT_CASES:
         phi, phi_test = (torch.relu(x @ w[0, :, :N]) / math.sqrt(N) for x in (p["x"], p["x_test"]))
         a = readout_fn(phi.numpy().copy(), y.numpy().copy(), float(lam))
-        if a is None:
-            return Feedback(False, "No answer yet: your function returns None. Write its body (it must return the "
-                                   "N coefficients a), run its cell, then this one.")
         if isinstance(a, torch.Tensor):
             a = a.detach().cpu().numpy()
         try:

@@ -12,7 +12,7 @@ from ..claims import at_most, every_seed
 from ..engine import train
 from ..experiments import generalization as theme
 from ..metrics import generalization as gm
-from . import Feedback, exercise
+from . import Feedback, exercise, one_number
 
 WIDTH, N_TRAIN = 16, 100  # the checks' networks: 64 → 16 → 16 → 10 on the first 100 digits (well under 5 s)
 
@@ -42,18 +42,6 @@ def grid_networks() -> pd.DataFrame:
                for eta in GRID_STEP_SIZES for b in GRID_BATCH_SIZES for s in GRID_SEEDS]
     out = theme.measured_chunk([c.to_text() for c in configs], GRID_CRITERION)
     return theme.measured(theme.networks(configs, out["measures"])).reset_index(drop=True)
-
-
-def _number(value) -> float | None:
-    """The answer's value as a float, None when it is not one number."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -112,12 +100,10 @@ def _mistake(yours: list, ref: list, variants: dict) -> str:
 
 
 @exercise("09.2", hint="Over every pair of networks i < j add sign(m_i − m_j)·sign(g_i − g_j), then divide by "
-                       "√(pairs not tied in m × pairs not tied in g) (τ-b). np.triu_indices(n, 1) gives the pairs.")
+                       "√(pairs not tied in m × pairs not tied in g) (τ-b). np.triu_indices(n, 1) gives the pairs.", code=True)
 def kendall_tau(kendall) -> Feedback:
     """Pass when `kendall(measure, gap)` (two float arrays, one value per network) returns reglab's τ-b for every
     measure and for η and B against the gap of a freshly trained small grid (TAU_AGREES)."""
-    if not callable(kendall):
-        return Feedback(False, f"The answer is a {type(kendall).__name__}; it should be a function (measure, gap) -> τ.")
     table = grid_networks()
     names, yours, ref, variants = [], [], [], {}
     for col in [*theme.MEASURES, *VARYING]:
@@ -127,7 +113,7 @@ def kendall_tau(kendall) -> Feedback:
         if not math.isfinite(tau):
             continue
         got = kendall(m.copy(), g.copy())
-        value = _number(got)
+        value = one_number(got)
         if value is None:
             return Feedback(False, f"kendall(measure, gap) returned {type(got).__name__} {got!r:.60}; it should "
                                    "return one number.")
@@ -170,13 +156,10 @@ def kendall_tau(kendall) -> Feedback:
 
 @exercise("09.3", hint="Group the networks by every other hyperparameter and by the seed (table.groupby(...)): each "
                        "group is one sub-sweep, in which only your hyperparameter varies. ψ is the mean of the "
-                       "groups' τ between the measure and the gap.")
+                       "groups' τ between the measure and the gap.", code=True)
 def granulated_psi(psi) -> Feedback:
     """Pass when `psi(table, measure, hyperparameter)` returns reglab's ψ_i (`metrics.generalization.granulated_tau`)
     for every measure and for η and B on a freshly trained small grid (PSI_AGREES)."""
-    if not callable(psi):
-        return Feedback(False, f"The answer is a {type(psi).__name__}; it should be a function "
-                               "(table, measure, hyperparameter) -> ψ.")
     table = grid_networks()
     yours, ref, labels, variants = [], [], [], {}
     for measure in theme.MEASURES:
@@ -187,7 +170,7 @@ def granulated_psi(psi) -> Feedback:
             if not math.isfinite(want[h]):
                 continue
             got = psi(table.copy(), measure, h)
-            value = _number(got)
+            value = one_number(got)
             if value is None:
                 return Feedback(False, f"psi(table, {measure!r}, {h!r}) returned {type(got).__name__} {got!r:.60}; "
                                        "it should return one number.")

@@ -71,14 +71,11 @@ def smallest_grokking_decay(weight_decay: float) -> Feedback:
 
 
 @exercise("04.2", hint="p_y = softmax(logits)[i, y_i] in float32 (torch.softmax on the float32 logits); a sample "
-                       "collapses when p_y == 1.0 exactly. Return the fraction of such samples as a float.")
+                       "collapses when p_y == 1.0 exactly. Return the fraction of such samples as a float.", code=True)
 def zero_gradient_count(zero_grad_fraction) -> Feedback:
     """Pass when `zero_grad_fraction(logits, y)` (logits [n, p] float32, labels y [n]) gives, on the training
     logits of a fresh λ = 0 run scaled by every c in SCALES, the fraction reglab's `zero_gradient_fraction`
     gives: SAME_COUNT samples apart."""
-    if not callable(zero_grad_fraction):
-        return Feedback(False, f"zero_grad_fraction is a {type(zero_grad_fraction).__name__}, not a function "
-                               f"zero_grad_fraction(logits, y).")
     run = train(config(weight_decay=0.0, steps=COLLAPSE_STEPS, **SETTINGS).replace(eval_every=COLLAPSE_STEPS))
     with torch.no_grad():  # on the CPU, whichever device trained: the answer sees plain tensors
         logits = run.model(run.params, run.data.x_train)[0].float().cpu()
@@ -87,8 +84,6 @@ def zero_gradient_count(zero_grad_fraction) -> Feedback:
     for c in SCALES:
         z = (logits * c).contiguous()
         out = zero_grad_fraction(z.clone(), y.clone())
-        if out is None:
-            return Feedback(False, "zero_grad_fraction returned None: end the function with `return fraction`.")
         try:
             yours = float(out)
         except (TypeError, ValueError, RuntimeError):

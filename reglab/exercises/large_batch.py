@@ -129,14 +129,11 @@ def _normalized(chunks: torch.Tensor, unbiased: bool = False, eps: float = 1e-5)
 
 @exercise("10.3", hint="Split the batch into consecutive blocks of `ghost` rows (h.reshape(-1, ghost, d)), normalize "
                        "each block by its own mean and variance over the rows (divided by the block size, not size − 1), "
-                       "with ε = 1e-5 under the square root, and reshape back to [B, d].")
+                       "with ε = 1e-5 under the square root, and reshape back to [B, d].", code=True)
 def ghost_batch_norm(ghost_norm) -> Feedback:
     """Pass when `ghost_norm(h, ghost)`, put in place of the first BatchNorm of a freshly trained ghost-BN network,
     gives reglab's hidden features for a batch of GHOST_BATCH in ghost batches of each size in GHOST_SIZES
     (GHOST_AGREES)."""
-    if not callable(ghost_norm):
-        return Feedback(False, f"The answer is a {type(ghost_norm).__name__}; it should be a function (h, ghost) -> "
-                               "normalized h.")
     data = make_dataset("mnist1d")
     eta = STEP_SIZE * math.sqrt(GHOST_BATCH / SMALL_BATCH)
     config = _config(eta, GHOST_BATCH, GHOST_STEPS, SEEDS[0], ghost_batch=GHOST_SIZES[0])

@@ -38,13 +38,10 @@ def _svd_map(w_hat: np.ndarray, f) -> np.ndarray:
 
 
 @exercise("03.1", hint="Take the SVD Ŵ = U diag(σ) Vᵀ (np.linalg.svd), replace every σᵢ by max(σᵢ − λ, 0) and "
-                       "multiply back: U diag((σ − λ)₊) Vᵀ, a 20 × 20 matrix.")
+                       "multiply back: U diag((σ − λ)₊) Vᵀ, a 20 × 20 matrix.", code=True)
 def soft_thresholding(soft_threshold) -> Feedback:
     """Pass when `soft_threshold(w_hat, lam)` returns, for the theme's least-squares Ŵ and each λ in SOFT_LAMBDAS,
     the W that gradient descent with weight decay λ on U Vᵀ converges to: relative Frobenius distance MATCHES_TRAINING."""
-    if not callable(soft_threshold):
-        return Feedback(False, f"soft_threshold is a {type(soft_threshold).__name__}, not a function "
-                               f"soft_threshold(w_hat, lam).")
     run, w_hat = _trained_w(SOFT_LAMBDAS)
     if note := _diverged(run, SOFT_LAMBDAS):
         return Feedback(False, f"The reference run failed: {note}.")
@@ -52,8 +49,6 @@ def soft_thresholding(soft_threshold) -> Feedback:
     errors = []
     for m, lam in enumerate(SOFT_LAMBDAS):
         out = soft_threshold(w_hat.copy(), lam)
-        if out is None:
-            return Feedback(False, f"soft_threshold(w_hat, {lam:g}) returned None: end the function with `return W`.")
         try:
             yours = np.asarray(out, dtype=float)
         except (TypeError, ValueError):

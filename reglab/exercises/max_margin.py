@@ -55,13 +55,11 @@ MISTAKES = {  # a plausible wrong formula → what to say when the answers match
 
 @exercise("07.1", hint="The normalized (geometric) margin of a linear classifier through the origin is "
                        "min_i y_i ⟨w, x_i⟩ / ‖w‖: the signed distance of the closest point to the boundary "
-                       "(negative when some point is misclassified). x @ w gives every ⟨w, x_i⟩ at once.")
+                       "(negative when some point is misclassified). x @ w gives every ⟨w, x_i⟩ at once.", code=True)
 def normalized_margin(fn) -> Feedback:
     """Pass when `fn(w, x, y)` (w: [d], x: [n, d], y: [n] of ±1, float64 tensors) returns reglab's normalized
     margin, to a relative MARGIN_MATCH, for every weight vector of a fresh run: three seeds on the theme's
     separable data and one on data with a fraction NOISY of flipped labels (a negative margin)."""
-    if not callable(fn):
-        return Feedback(False, f"Expected a function normalized_margin(w, x, y), got {type(fn).__name__}.")
     cases = []
     clean = config(steps=MARGIN_STEPS)
     run = train([with_evals(clean.replace(seed=s)) for s in range(3)], progress=False)
@@ -73,9 +71,6 @@ def normalized_margin(fn) -> Feedback:
     for _, w, data in cases:
         w, x, y = (t.detach().to(torch.float64) for t in (w, data.x_train, data.y_train.reshape(-1)))
         got = fn(w.clone(), x.clone(), y.clone())
-        if got is None:
-            return Feedback(False, "No answer yet: the function returns None. Fill in its body, run the cell, then "
-                                   "this one.")
         value, problem = _scalar(got)
         if value is None:
             return Feedback(False, problem)

@@ -54,22 +54,17 @@ def _one_number(value):
 
 @exercise("05.1", hint="NC1 = tr(Σ_W Σ_B⁺)/C with Σ_W = (1/n) Σ_i (h_i − μ_{y_i})(h_i − μ_{y_i})ᵀ, "
                        "Σ_B = (1/C) Σ_c (μ_c − μ_G)(μ_c − μ_G)ᵀ, μ_G the mean of all n features, and Σ_B⁺ the "
-                       "pseudo-inverse (np.linalg.pinv): Σ_B has rank at most C, far below d.")
+                       "pseudo-inverse (np.linalg.pinv): Σ_B has rank at most C, far below d.", code=True)
 def nc1_from_class_means(nc1_fn) -> Feedback:
     """Pass when `nc1_fn(features, labels)` (numpy float64 [n, d] and integer [n]) gives reglab's
     `collapse.nc1` within NC1_AGREES on the same features: those of the first and of the last hidden layer
     of a freshly trained SMALL network."""
-    if not callable(nc1_fn):
-        return Feedback(False, f"The answer must be a function (features, labels) → NC1; got {type(nc1_fn).__name__}.")
     run, feats = _train(config(**SMALL))
     labels, C = run.data.y_train.cpu(), run.data.n_classes
     said = []
     for layer, h in ((1, feats[0][0]), (len(feats), feats[-1][0])):
         h = h.double()
         theirs = nc1_fn(h.numpy().copy(), labels.numpy().copy())
-        if theirs is None:
-            return Feedback(False, "No answer yet: your function returns None. Write its body (it must return a "
-                                   "number), run its cell, then this one.")
         value, wrong = _one_number(theirs)
         if wrong:
             return Feedback(False, f"On layer {layer}'s features ({h.shape[0]} × {h.shape[1]}) {wrong}.")

@@ -74,14 +74,12 @@ def _by_example(losses, targets, buckets, reduce):
 
 
 @exercise("08.1", hint="Look up each example's bucket through its target token (buckets[targets]), then average the "
-                       "losses of the examples in each bucket: a frequent token contributes many examples, a rare one few.")
+                       "losses of the examples in each bucket: a frequent token contributes many examples, a rare one few.", code=True)
 def bucket_loss(fn) -> Feedback:
     """Pass when `fn(losses, targets, buckets)` — per-example training losses [n], target token ids [n], the
     frequency bucket of every token [V] (0 = the most frequent) — returns the K mean losses over the examples
     whose target falls in each bucket, matching reglab's to a relative BUCKET_MATCH, for the two members
     (λ = 0 and λ = 1) of a fresh AdamW run."""
-    if not callable(fn):
-        return Feedback(False, f"Expected a function bucket_loss(losses, targets, buckets), got {type(fn).__name__}.")
     run, ours, stats = _sweep(config(**SMALL), 1.0)
     data = run.data
     logp = tk.context_log_probs(run.model, run.params, stats.vocab)
@@ -90,9 +88,6 @@ def bucket_loss(fn) -> Feedback:
     for m, lam in enumerate((0.0, 1.0)):
         losses = -logp[m, x, y]
         got = fn(losses.clone(), y.clone(), stats.buckets.clone())
-        if got is None:
-            return Feedback(False, "No answer yet: the function returns None. Fill in its body, run the cell, then "
-                                   "this one.")
         yours, problem = _values(got)
         if yours is None:
             return Feedback(False, problem)

@@ -25,7 +25,6 @@ FITS = at_most(0.1)  # GD's final training loss (½ MSE; it starts near 2.5)
 CODE_D, CODE_K, CODE_WIDTH, CODE_SEEDS, CODE_STEPS = 12, 4, 15, 3, 200
 SAME_VALUES = at_most(1e-4)  # max relative difference from reglab's irrelevant_norm
 
-NO_ANSWER = "No answer yet: your function returned None. Fill in its body above and run that cell, then this one."
 
 
 def support_finals(step_size: float, batch_size: int | None, weight_decay: float = 0.0) -> dict:
@@ -139,21 +138,16 @@ def _mistake(answer: torch.Tensor, w0: torch.Tensor, k: int) -> str:
 
 
 @exercise("02.3", hint="w0[:, k:, :] holds the irrelevant inputs' rows of every member; flatten all but the "
-                       "member axis and take the norm along it: one value per member.")
+                       "member axis and take the norm along it: one value per member.", code=True)
 def irrelevant_norm_check(irrelevant_norm_fn) -> Feedback:
     """Pass when `irrelevant_norm_fn(w0, k)` returns, for the first-layer weights w0 [M, d, width] of a fresh
     reglab ensemble and two splits k, one value per member within SAME_VALUES (relative) of reglab's
     `irrelevant_norm`."""
-    if not callable(irrelevant_norm_fn):
-        return Feedback(False, f"The answer is not a function (it is of type {type(irrelevant_norm_fn).__name__}): "
-                               "define irrelevant_norm(w0, k) returning a tensor [M] and pass it.")
     w0 = code_weights()
     members = w0.shape[0]
     said = []
     for k in (CODE_K, CODE_K + 2):
         value = irrelevant_norm_fn(w0.clone(), k)
-        if value is None:
-            return Feedback(False, NO_ANSWER)
         try:
             answer = torch.as_tensor(value).detach().to(w0.dtype)
         except (TypeError, ValueError, RuntimeError):

@@ -14,7 +14,7 @@ from ..curvature import Hessian, Sharpness, gauss_newton_trace, top_eigenvalues
 from ..engine import train
 from ..experiments.stability import (EDGE_HIGH, EDGE_LOW, SHARPNESS_TOL, TRACE_N_TRAIN, config, crossing_step,
                                      eos_ratio, trace_config)
-from . import Feedback, exercise
+from . import Feedback, exercise, one_number
 
 # 01.1: a small edge-of-stability run (about 2 s on one CPU thread)
 EDGE_N_TRAIN, EDGE_WIDTH, EDGE_STEPS, EDGE_EVERY = 200, 50, 400, 20
@@ -31,7 +31,6 @@ MAX_HVP = 2000  # products the student's function may ask for
 SGD_EPOCHS, GD_STEPS = 3, 500
 GD_TRAINS = at_most(0.5)  # GD's final over initial training loss: it trains, it does not merely survive
 
-NO_ANSWER = "No answer yet: your function returned None. Fill in its body above and run that cell, then this one."
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,19 +90,6 @@ class _TooManyProducts(RuntimeError):
     pass
 
 
-def _as_number(value) -> float | None:
-    """A Python number, a 0-d tensor or array, or a one-element one as a float; None for anything else."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    try:
-        t = torch.as_tensor(value)
-    except (TypeError, ValueError, RuntimeError):
-        return None
-    return float(t.reshape(())) if t.numel() == 1 and not t.dtype.is_complex else None
-
-
 @functools.lru_cache(maxsize=1)
 def power_setup():
     """The 01.2 run and its Hessian: full-batch GD at η = POWER_STEP_SIZE for POWER_STEPS steps (the 01.1
@@ -114,13 +100,10 @@ def power_setup():
 
 
 @exercise("01.2", hint="Start from v, repeat v ← H v / ‖H v‖ (hvp gives H v) and return the Rayleigh quotient "
-                       "vᵀ H v / vᵀ v. The top two eigenvalues here are close, so it needs about 100 products.")
+                       "vᵀ H v / vᵀ v. The top two eigenvalues here are close, so it needs about 100 products.", code=True)
 def power_iteration_check(power_iteration) -> Feedback:
     """Pass when `power_iteration(hvp, v)` — hvp(v) = H v for the final training-loss Hessian of a fresh GD run
     at the edge, v a random start — returns λ_max within AGREEMENT (relative) of reglab's Lanczos value."""
-    if not callable(power_iteration):
-        return Feedback(False, f"The answer is not a function (it is of type {type(power_iteration).__name__}): "
-                               "define power_iteration(hvp, v) returning a number and pass it.")
     _, H = power_setup()
     n = H.numel
     calls = [0]
@@ -140,9 +123,7 @@ def power_iteration_check(power_iteration) -> Feedback:
     except _TooManyProducts:
         return Feedback(False, f"Your function asked for more than {MAX_HVP} Hessian-vector products.",
                         "Stop after a fixed number of iterations (about 100 is plenty here).")
-    if value is None:
-        return Feedback(False, NO_ANSWER)
-    estimate = _as_number(value)
+    estimate = one_number(value)
     if estimate is None:
         what = f"a tensor of shape {tuple(value.shape)}" if hasattr(value, "shape") else f"a {type(value).__name__}"
         return Feedback(False, f"Your function returned {what}, not one number.",

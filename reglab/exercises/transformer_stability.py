@@ -117,22 +117,16 @@ SLIPS = {"mask": "Query i may only attend to keys j ≤ i (the causal mask): lea
 
 @exercise("11.3", hint="From q and k [B, heads, T, d_head]: the logits are q @ kᵀ / √d_head, [B, heads, T, T]; "
                        "keep only query i's keys j ≤ i (torch.ones(T, T).tril() as a mask); return the largest "
-                       "absolute value as a float.")
+                       "absolute value as a float.", code=True)
 def max_logit_function(max_attention_logit) -> Feedback:
     """Pass when the function, given each block's queries and keys from a fresh run whose logits have blown up,
     returns reglab's largest |attention logit| of that block to within MATCHES (relative)."""
-    if not callable(max_attention_logit):
-        return Feedback(False, f"max_attention_logit should be a function (q, k) -> float; got a "
-                               f"{type(max_attention_logit).__name__}.")
     run = train([config(step_size=CODE_ETA, seed=0, **CODE_RUN)], progress=False)
     x = run.data.x_train[:CODE_BATCH]
     reference = reference_max_logit(run, x)
     said, ok, slips = [], True, set()
     for b, ((q, k), ref) in enumerate(zip(queries_and_keys(run, x), reference)):
         got = max_attention_logit(q.clone(), k.clone())
-        if got is None:
-            return Feedback(False, "No answer yet: your function returned None. Fill in its body, run the cell, then "
-                                   "this one.")
         if isinstance(got, torch.Tensor) and got.numel() != 1:
             return Feedback(False, f"Your function returned a tensor of shape {list(got.shape)} for block {b}: return "
                                    "one number, the largest over batch, heads and positions.")
