@@ -18,7 +18,7 @@ def workload(threads: int) -> float:
     train(cfgs[0].replace(steps=5, eval_every=5), progress=False)
     t = time.perf_counter()
     train(cfgs, progress=False)
-    single = train(cfgs[0].replace(batch_size=None, n_train=1000, steps=200, eval_every=200), progress=False)
+    train(cfgs[0].replace(batch_size=None, n_train=1000, steps=200, eval_every=200), progress=False)
     return time.perf_counter() - t
 
 

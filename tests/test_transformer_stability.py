@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from reglab import ConfigError, make_dataset, train
+from reglab import ConfigError, make_dataset
 from reglab.claims import DIVERGED, INFO
 from reglab.experiments import transformer_stability as ts
 from reglab.models import build_model

@@ -1,5 +1,4 @@
 """The explorer without a browser: controls -> config -> run, cancellation, messages, cache, headless."""
-import threading
 import time
 
 import numpy as np
@@ -284,7 +283,6 @@ def test_compare_mode_keeps_faded_runs():
 
 def test_export_png_svg_csv_carry_the_stamp(tmp_path):
     import base64
-    import io
     import re
 
     ex = explorer(Recorder())
