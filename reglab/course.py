@@ -35,6 +35,8 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 """
 SCHEMA = 3  # nbgrader's cell-metadata schema version
+# How a headless Prediction shows its question (reglab.widgets.Prediction); the site reads it back from there.
+PREDICT, SKIPPED = "**Predict first.**", "(the prompt is skipped in headless runs)"
 
 
 def _nbgrader(grade_id: str, *, solution: bool, grade: bool, locked: bool, points: int | None = None) -> dict:
@@ -76,8 +78,9 @@ def exercises_in(notebook) -> list[dict]:
             continue
         ex = found.setdefault(f"{m[1]}.{m[2]}", {"id": f"{m[1]}.{m[2]}"})
         ex[m[3]] = cell.source
-        if m[3] == "question":
-            ex["title"] = cell.source.splitlines()[0].lstrip("# ").strip()
+        if m[3] == "question":  # "### Exercise 01.1 · Ride the edge of stability" → "Ride the edge of stability"
+            heading = cell.source.splitlines()[0].lstrip("# ").strip()
+            ex["title"] = re.sub(r"^Exercise\s+[\d.]+\s*·\s*", "", heading)
     return list(found.values())
 
 
@@ -150,20 +153,13 @@ def _question(notebook) -> tuple[str, str]:
 
 
 def prediction_question(notebook) -> str:
-    """The question of the notebook's first `Prediction(...)` cell (its first argument), or ""."""
-    import ast
-
+    """The question of the notebook's prediction, as the executed notebook displayed it (the question may be
+    written with the run's parameters in it); "" when there is none."""
     for cell in notebook.cells:
-        if cell.cell_type != "code" or "Prediction(" not in cell.source:
-            continue
-        try:
-            tree = ast.parse(cell.source)
-        except SyntaxError:
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Prediction" and node.args \
-                    and isinstance(node.args[0], ast.Constant):
-                return str(node.args[0].value)
+        for output in cell.get("outputs", []):
+            text = output.get("data", {}).get("text/markdown", "")
+            if text.startswith(PREDICT):
+                return text[len(PREDICT):].replace(SKIPPED, "").strip()
     return ""
 
 

@@ -98,6 +98,12 @@ def test_site_index_and_a_page_render_in_chromium(built):
             thumb = page.locator("section.card img").first
             assert thumb.evaluate("img => img.complete && img.naturalWidth > 0")
             assert page.locator(f"a[href='student/{NOTEBOOK}.ipynb']").count() == 1
+            executed = nbformat.read(str(built / "instructor" / f"{NOTEBOOK}.ipynb"), as_version=4)
+            question = course.prediction_question(executed)
+            assert question and question in page.locator(".question").first.inner_text()
+            titles = [e["title"] for e in exercises_in(executed)]
+            assert all(t and not t.startswith("Exercise") for t in titles)
+            assert all(t in page.content() for t in titles)
             page.screenshot(path=str(SHOTS / "index.png"), full_page=True)
             page.click("text=the executed notebook")
             page.wait_for_load_state()

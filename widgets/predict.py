@@ -15,6 +15,7 @@ import math
 from typing import Sequence
 
 from reglab import charts
+from reglab.course import PREDICT, SKIPPED  # the site reads the question back from this text
 
 
 class Prediction:
@@ -110,7 +111,7 @@ class Prediction:
         from IPython.display import Markdown, display
 
         if self.headless:
-            display(Markdown(f"**Predict first.** {self.question} (the prompt is skipped in headless runs)"))
+            display(Markdown(f"{PREDICT} {self.question} {SKIPPED}"))
             return
         if self._widget is None:
             self._widget = self._build()
