@@ -239,12 +239,13 @@ def test_charts_build_from_the_frames(tiny):
     for chart in (rare_tokens.bucket_chart(f["buckets"]), rare_tokens.gap_chart(f["buckets"]),
                   rare_tokens.norms_chart(f["row_norms"]), rare_tokens.token_chart(f["token_loss"]),
                   rare_tokens.sgd_chart(f["sgd_buckets"], tiny.metrics["log_vocab"]),
-                  rare_tokens.spectrum_chart(f["spectrum"]), rare_tokens.explore_chart(tiny.exploration.initial)):
+                  rare_tokens.spectrum_chart(f["spectrum"]), rare_tokens.explore_chart(tiny.exploration.initial),
+                  rare_tokens.learned(tiny.exploration.initial)):
         assert chart.to_dict()
 
 
 def test_presets_apply(tiny, presets_apply):
-    assert set(tiny.exploration.presets) == set(rare_tokens.PRESETS)
+    assert set(tiny.exploration.presets) == set(rare_tokens.PRESETS) and tiny.exploration.learned is rare_tokens.learned
     presets_apply(tiny)
 
 
@@ -265,8 +266,11 @@ def test_explorer_run_streams_bucket_losses():
     metrics = set(run.history.metric)
     assert {f"train_loss_b{k}" for k in range(4)} <= metrics and "logit_erank" in metrics
     assert sorted(run.history.step.unique()) == [0, 5, 10, 15, 20]
-    spec = rare_tokens.explore_chart(run.history).to_dict()
-    assert "hconcat" in spec  # ≥ 3 evaluations: the curves over steps next to the latest profile
+    curves = rare_tokens.explore_chart(run.history).to_dict()
+    assert len({row["metric"] for row in curves["datasets"][curves["data"]["name"]]}) == 4  # one line per bucket
+    profile = rare_tokens.learned(run.history).to_dict()
+    latest = profile["datasets"][profile["data"]["name"]]
+    assert {row["step"] for row in latest} == {20} and len(latest) == 4  # the latest step, one point per bucket
 
 
 def test_collapsed_rows_and_diverged_runs_are_reported_not_raised():

@@ -190,7 +190,7 @@ def run(p, result) -> None:
         base.replace(eval_every=max(1, p.steps // 10)), explore_chart, run=explore,
         controls={n: THEME.params[n] for n in ("rank", "optimizer", "exponent", "vocab")},
         initial=history[history.run == configs.index(base)].assign(run=0).reset_index(drop=True), common=CONTROLS,
-        presets=PRESETS)
+        presets=PRESETS, learned=learned)
 
     m = result.metrics
     m["absent_tokens"], m["log_vocab"] = len(absent_tokens(stats.counts)), math.log(stats.vocab)
@@ -366,35 +366,43 @@ def spectrum_chart(ok: pd.DataFrame, seed: int | None = None):
                                   title=f"singular values of the logit matrix (seed {s})"), LAMBDA_COLOR)
 
 
-def explore_chart(frame: pd.DataFrame, config=None):
-    """The explorer's view of one run: the training loss per frequency bucket at the latest step (one line per
-    run; earlier runs faded in compare mode) and, once the run has recorded ≥ 3 evaluations, each bucket's
-    training loss over steps (a diverged run is drawn up to its divergence)."""
+def _bucket_rows(frame: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The explorer frame's finite per-bucket training losses, with the bucket's name, the run's label and
+    whether it is the current run; None before the first finite one."""
     rows = frame[frame.metric.str.match(r"^train_loss_b\d+$")] if frame is not None and "metric" in frame else frame
     if rows is None or not np.isfinite(pd.to_numeric(rows.value, errors="coerce")).any():
-        return charts.empty("Waiting for a first finite per-bucket loss…")
+        return None
     rows = rows[np.isfinite(pd.to_numeric(rows.value, errors="coerce"))]
-    rows = rows.assign(bucket=rows.metric.str.slice(len("train_loss_b")).astype(int).map(NAMES.__getitem__),
+    return rows.assign(bucket=rows.metric.str.slice(len("train_loss_b")).astype(int).map(NAMES.__getitem__),
                        label=rows["label"].astype(str).str.replace("data_options.", "", regex=False)
                        if "label" in rows else "this run", current=rows.get("current", True))
+
+
+def explore_chart(frame: pd.DataFrame, config=None):
+    """The explorer's curves: each frequency bucket's training loss over steps in the current run (a diverged
+    run drawn up to its divergence)."""
+    rows = _bucket_rows(frame)
+    if rows is None:
+        return charts.empty("Waiting for a first finite per-bucket loss…")
+    now = rows[rows.current.astype(bool)]
+    return _recolor(charts.curves(now, list(now.metric.unique()), color="bucket", title="training loss by frequency "
+                                  "bucket, over steps", y_title="training cross-entropy", width=W, height=H), BUCKET_COLOR)
+
+
+def learned(frame: pd.DataFrame, config=None):
+    """What the model learned: the training loss of each frequency bucket at the latest step, one line per run
+    (earlier runs faded in compare mode): weight decay lifts the rare buckets far more than the frequent ones."""
+    rows = _bucket_rows(frame)
+    if rows is None:
+        return charts.empty("Waiting for a first finite per-bucket loss…")
     last = rows.loc[rows.step == rows.groupby("run").step.transform("max"), ["run", "label", "current", "bucket", "value", "step"]]
-    profile = alt.Chart(charts.inline(last)).mark_line(point=True).encode(
+    return alt.Chart(charts.inline(last)).mark_line(point=True).encode(
         x=alt.X("bucket:N", sort=NAMES, title="target frequency bucket", axis=alt.Axis(labelAngle=0)),
         y=alt.Y("value:Q", title="training cross-entropy"),
         color=alt.Color("label:N", title=None, legend=alt.Legend(orient="bottom", columns=1, labelLimit=600)),
         detail="run:N", opacity=alt.condition("datum.current", alt.value(1.0), alt.value(charts.FADED)),
         tooltip=["label:N", "bucket:N", "step:Q", alt.Tooltip("value:Q", format=".3f")],
-    ).properties(width=W, height=H, title="training loss by target frequency (latest step)")
-    now = rows[rows.current.astype(bool)]
-    if now.step.nunique() < 3:
-        return profile
-    return charts.row(_recolor(charts.curves(now, list(now.metric.unique()), color="bucket", title="this run, over steps",
-                                             y_title="training cross-entropy", width=W, height=H), BUCKET_COLOR),
-                      profile).resolve_scale(color="independent")
-
-
-# ---------------------------------------------------------------------------------------------
-# candidates for reglab.charts
+    ).properties(width=W, height=H, title="what it learned: training loss by target frequency (latest step)")
 
 
 def _recolor(chart, color: alt.Color):
