@@ -122,12 +122,13 @@ def weight_changes(old: RunConfig, new: RunConfig) -> list:
 
 def carry_over(source: LiveRun | None, config: RunConfig, takes_start: bool = True) -> str | None:
     """None when a run of `config` can go on from `source`'s weights, else why not (a sentence; empty
-    when there is nothing to go on from)."""
+    when there is nothing to go on from). A source still running or paused counts as handing back its
+    weights: it does when it is cancelled."""
     if source is None:
         return ""
     if not takes_start:
         return "this panel's run function takes no start= weights"
-    if source.params is None:
+    if source.params is None and source.status not in ("running", "paused"):
         return "the current run did not hand back its weights"
     if source.diverged_at:
         return "the current run diverged"
@@ -225,9 +226,7 @@ class Session:
             self._release_locked()
             # the run shown now (its weights, or those it hands back when it returns) is what a kept run goes on from
             shown = self.current
-            continues = keep and self.takes_start and shown is not None and not shown.diverged_at \
-                and (shown.params is not None or shown.status in ("running", "paused")) \
-                and not weight_changes(shown.config, config)
+            continues = keep and carry_over(shown, config, self.takes_start) is None
             hit = None if continues else self.cache.get(config.short_hash())
             if hit is not None:
                 self.cache.move_to_end(hit.key)
