@@ -100,6 +100,19 @@ def build(out, only=None, parameters: dict | None = None, progress: bool = True)
     return {"pages": pages, "ok": ok}
 
 
+def nbgrader(course: Path, *args: str, unset: tuple = ()) -> None:
+    """Run this environment's nbgrader in a course folder (`nbgrader generate_assignment reglab`, ...);
+    a failure raises with nbgrader's output. nbgrader starts alembic from PATH, so this environment's bin
+    folder goes first; `unset` names environment variables the command should not see."""
+    bin_dir = str(Path(sys.executable).parent)
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    done = subprocess.run([str(Path(bin_dir) / "nbgrader"), *args, "--log-level=WARN"], cwd=course,
+                          capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"nbgrader {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+
+
 def build_student(out: Path, paths: list) -> list:
     """Student notebooks by nbgrader generate_assignment over a course folder at OUT/nbgrader."""
     import nbformat
@@ -118,12 +131,7 @@ def build_student(out: Path, paths: list) -> list:
             if cell.cell_type == "code":
                 cell.outputs, cell.execution_count = [], None
         nbformat.write(nb, str(source / path.name))
-    bin_dir = str(Path(sys.executable).parent)  # nbgrader runs alembic from PATH: this environment's first
-    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
-    done = subprocess.run([str(Path(bin_dir) / "nbgrader"), "generate_assignment", ASSIGNMENT, "--force",
-                           "--log-level=WARN"], cwd=course, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"nbgrader generate_assignment failed:\n{done.stdout}{done.stderr}")
+    nbgrader(course, "generate_assignment", ASSIGNMENT, "--force")
     student = out / "student"
     if student.exists():
         shutil.rmtree(student)
@@ -198,8 +206,8 @@ def build_site(out: Path, paths: list, pages: list, student: list) -> Path:
         if page.get("html") and (out / "instructor" / page["html"]).exists():
             shutil.copy2(out / "instructor" / page["html"], site / "pages" / page["html"])
             link = f"<a href='pages/{page['html']}'>the executed notebook</a> · "
-        exercises = "".join(f"<li>{html.escape(e['id'])} · {html.escape(e.get('title', ''))}</li>"
-                            for e in exercises_in(path))
+        found = exercises_in(nb)
+        exercises = "".join(f"<li>{html.escape(e['id'])} · {html.escape(e.get('title', ''))}</li>" for e in found)
         status = (f"<span class=bad>failed: {html.escape(page['error'][:300])}</span>" if page.get("error")
                   else tally(page.get("claims", [])))
         seconds = f" · ran in {page['seconds']} s" if "seconds" in page else ""
@@ -209,7 +217,7 @@ def build_site(out: Path, paths: list, pages: list, student: list) -> Path:
             f"<p class=question><b>Predict first:</b> {html.escape(prediction_question(nb))}</p>"
             f"<p>{link}<a href='student/{path.name}' download>student notebook</a>{seconds}</p>"
             f"<p class=status>{status}</p>"
-            f"<details open><summary>exercises ({len(exercises_in(path))})</summary><ul>{exercises}</ul></details>"
+            f"<details open><summary>exercises ({len(found)})</summary><ul>{exercises}</ul></details>"
             f"<details><summary>claims</summary>{claims_table_html(page.get('claims', []))}</details>"
             f"</div></section>")
     style = ("body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem;color:#222}"
