@@ -94,6 +94,7 @@ def build(out, only=None, parameters: dict | None = None, progress: bool = True)
 
     out = Path(out)
     paths = notebook_paths(only)
+    report.check_all(paths, parameters or {})  # a bad -p is refused before nbgrader or a kernel runs
     student = build_student(out, paths)
     pages, ok = report.build([p.stem for p in paths], parameters, out / "instructor", progress=progress)
     build_site(out, paths, pages, student)

@@ -32,21 +32,27 @@ def _to_html(notebook, path: Path) -> None:
     path.write_text(body, encoding="utf-8")
 
 
-def build(only=None, parameters: dict | None = None, out="reports", progress=True) -> tuple[list, bool]:
-    """Run the notebooks and write out/index.html, out/claims.json and one page per notebook.
-    A -p parameter goes to the notebooks that declare it. Returns (records, all_ok)."""
+def check_all(paths: list, parameters: dict) -> dict:
+    """Refuse, before anything runs, a -p name no chosen notebook declares and a value outside a notebook's
+    declared range. Returns each notebook's declared parameters."""
     from .config import ConfigError
 
-    parameters = parameters or {}
-    paths = notebook_paths(only)
     declared = {p: theme_of(p.stem).params for p in paths}
     unused = [name for name in parameters if not any(name in d for d in declared.values())]
     if unused:
         valid = sorted({n for d in declared.values() for n in d})
         raise ConfigError(f"Unknown parameter(s) {', '.join(unused)}; valid ones are: {', '.join(valid)}.")
-    for p in paths:  # refuse bad values before anything runs
+    for p in paths:
         check_parameters(p, {k: v for k, v in parameters.items() if k in declared[p]})
+    return declared
 
+
+def build(only=None, parameters: dict | None = None, out="reports", progress=True) -> tuple[list, bool]:
+    """Run the notebooks and write out/index.html, out/claims.json and one page per notebook.
+    A -p parameter goes to the notebooks that declare it. Returns (records, all_ok)."""
+    parameters = parameters or {}
+    paths = notebook_paths(only)
+    declared = check_all(paths, parameters)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pages, claims = [], []

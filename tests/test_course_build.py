@@ -102,3 +102,13 @@ def test_site_index_and_a_page_render_in_chromium(built):
             assert not errors and not failed, (errors, failed)
         finally:
             browser.close()
+
+
+def test_a_bad_parameter_is_refused_before_anything_is_built(tmp_path):
+    from reglab import ConfigError
+
+    with pytest.raises(ConfigError, match="'steps' parameter of 00_quickstart"):
+        course.build(tmp_path / "out", [NOTEBOOK], {"steps": -5}, progress=False)
+    with pytest.raises(ConfigError, match="Unknown parameter"):
+        course.build(tmp_path / "out", [NOTEBOOK], {"no_such_parameter": 1}, progress=False)
+    assert not (tmp_path / "out").exists()
