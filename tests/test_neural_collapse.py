@@ -150,19 +150,29 @@ def test_weight_decay_rule_needs_nc1_strictly_decreasing_in_lambda():
 
 
 def test_weight_decay_speeds_up_collapse_rule_at_its_threshold():
-    rule = nc.WD_SPEEDS_UP  # per seed: the largest NC1(more λ) / NC1(less λ) over the terminal phase
+    rule = nc.WD_SPEEDS_UP  # per seed: the geometric mean over the terminal phase of NC1(more λ) / NC1(less λ)
     assert rule([0.5, 1.0 - EPS]) and not rule([0.5, 1.0]) and not rule([0.5, 1.0 + EPS])
     assert not rule([0.5, None]) and not rule([0.5, math.nan]) and not rule([])
 
 
-def test_terminal_phase_ratio_reads_the_trajectory_from_zero_training_error_on():
+def test_terminal_phase_ratios_read_the_trajectory_from_zero_training_error_on():
     nc1 = pd.DataFrame({0: [1.0, 0.5, 0.2, 0.1], 1: [1.0, 0.6, 0.1, 0.05]}, index=[0, 10, 20, 30])  # λ small, λ large
-    assert nc.terminal_phase_ratio(nc1, [20, 10]) == pytest.approx(0.5)  # from step 20: 0.1/0.2, 0.05/0.1
-    assert nc.terminal_phase_ratio(nc1, [10, 10]) == pytest.approx(1.2)  # step 10 counts: 0.6/0.5
-    assert nc.terminal_phase_ratio(nc1, [None, 10]) is None  # a run never reached zero training error
-    assert nc.terminal_phase_ratio(nc1[[0]], [10]) is None
-    three = nc1.assign(**{"2": [1.0, 0.3, 0.2, 0.01]})
-    assert nc.terminal_phase_ratio(three, [20, 20, 20]) == pytest.approx(2.0)  # 0.2/0.1 at step 20 for λ 2 vs 1
+    ratios = nc.terminal_phase_ratios(nc1, [20, 10])  # from step 20: 0.1/0.2, 0.05/0.1
+    assert ratios.shape == (2, 1) and ratios[:, 0] == pytest.approx([0.5, 0.5])
+    assert nc.terminal_phase_ratios(nc1, [10, 10])[0, 0] == pytest.approx(1.2)  # step 10 counts: 0.6/0.5
+    assert nc.terminal_phase_ratios(nc1, [None, 10]) is None  # a run never reached zero training error
+    assert nc.terminal_phase_ratios(nc1[[0]], [10]) is None
+
+
+def test_terminal_phase_speedup_is_the_geometric_mean_of_the_worst_pair_and_the_largest_ratio():
+    nc1 = pd.DataFrame({0: [1.0, 0.5, 0.2, 0.1], 1: [1.0, 0.6, 0.1, 0.05]}, index=[0, 10, 20, 30])
+    mean, largest = nc.terminal_phase_speedup(nc1, [10, 10])  # ratios 1.2, 0.5, 0.5
+    assert mean == pytest.approx((1.2 * 0.5 * 0.5) ** (1 / 3)) and largest == pytest.approx(1.2)
+    assert mean < 1 < largest  # lower over the phase as a whole although not at its first evaluation
+    three = nc1.assign(**{"2": [1.0, 0.3, 0.2, 0.01]})  # λ 2 vs 1 at steps 20, 30: 2.0, 0.2
+    mean, largest = nc.terminal_phase_speedup(three, [20, 20, 20])
+    assert mean == pytest.approx(math.sqrt(2.0 * 0.2)) and largest == pytest.approx(2.0)
+    assert nc.terminal_phase_speedup(nc1, [None, 10]) == (None, None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,7 +228,7 @@ def test_tiny_run_computes_every_claim_per_seed_and_draws(presets_apply):
     assert res.claim("nc1_falls_after_zero_error").value == nc.by_seed(res, "nc1_drop")
     assert res.claim("nc4_nearest_centre").value == nc.by_seed(res, "nc4_end")
     wd = res.claim("weight_decay_speeds_collapse")
-    assert wd.value == [m["nc1_wd_max_ratio@seed=0"], m["nc1_wd_max_ratio@seed=1"]]
+    assert wd.value == [m["nc1_wd_mean_ratio@seed=0"], m["nc1_wd_mean_ratio@seed=1"]]
     for c, rule in zip(res.claims, (nc.NC1_FALLS, nc.NC3_FALLS, nc.NC4_NCC, nc.DEPTH_FALLS, nc.WD_SPEEDS_UP)):
         assert c.status == ("held" if rule(c.value) else "not held"), c.id
     cos = res.frames["cosines"]
