@@ -9,9 +9,10 @@ import torch
 
 from reglab.claims import DIVERGED, HELD, INFO, verdict
 from reglab.config import ConfigError
+from reglab.engine import DIVERGENCE_FACTOR, train
 from reglab.experiments import low_rank
 from reglab.metrics import bounds, numerical_rank
-from reglab.models import MLP
+from reglab.models import MLP, build_model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,6 +199,32 @@ def test_teacher_student_at_seed_4_is_the_sam_codes_data_and_leaves_the_global_g
     assert y[:8].tolist() == pytest.approx([-0.4467, -0.8946, 0.2728, 0.2902, -0.8578, -0.2734, -1.2403, -0.3220], abs=1e-4)
     assert y[-4:].tolist() == pytest.approx([0.3070, 0.4649, 0.3832, -0.2585], abs=1e-4)
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_sam_step_is_the_reference_codes_and_seed_0_blows_up_in_plain_pytorch_too():
+    """The SAM code's loop written out in float64 (normalized ascent of ρ, the gradient there, SGD with lr 0.1 on
+    (f − y)²) from reglab's seed-0 initialization and sample order: the same losses, and the same blow-up."""
+    cfg, data = low_rank.sam_config(0.4, steps=14), low_rank.teacher_student()
+    run = train([cfg], data=data, progress=False)
+    generator = torch.Generator().manual_seed(cfg.seed)  # the engine's: the initialization, then the sample order
+    model = build_model(cfg, data)
+    w = {k: v[0].double().requires_grad_() for k, v in model.init([generator]).items()}
+    order = torch.cat([torch.randperm(data.n_train, generator=generator) for _ in range(2)])
+    x, y = data.x_train.double(), data.y_train.double()
+    f = lambda w, i: torch.relu(x[i] @ w["W0"] + w["b0"]) @ w["W1"] + w["b1"]
+    losses = []
+    for i in order[: cfg.steps].tolist():
+        loss = (f(w, [i]) - y[[i]]).pow(2).mean()
+        g = torch.autograd.grad(loss, list(w.values()))
+        norm = torch.sqrt(sum(gi.pow(2).sum() for gi in g))
+        shifted = {k: v + 0.4 * gi / norm for (k, v), gi in zip(w.items(), g)}
+        g = torch.autograd.grad((f(shifted, [i]) - y[[i]]).pow(2).mean(), list(shifted.values()))
+        w = {k: (v - 0.1 * gi).detach().requires_grad_() for (k, v), gi in zip(w.items(), g)}
+        losses.append(loss.item() / 2)  # reglab's ½(f − y)²
+    assert run.diverged_step(0) == 11
+    torch.testing.assert_close(run.step_losses[:8, 0].double(), torch.tensor(losses[:8], dtype=torch.float64), rtol=1e-3, atol=1e-6)
+    blown = [t + 1 for t, v in enumerate(losses) if v > DIVERGENCE_FACTOR * max(losses[0], 1.0)]
+    assert blown and blown[0] == 11  # the plain loop passes the same limit at the same step
 
 
 def test_sam_student_uses_the_reference_init_and_budget():
