@@ -251,11 +251,10 @@ def seeds_that_trained(compared: pd.DataFrame, seeds) -> tuple[list, dict, str]:
     steps = {f"ρ = {r.sam_radius:g}, seed {r.seed}": int(r.diverged_at) for r in blown.itertuples()}
     if not trained:
         return [], steps, ""
-    if not steps:
-        return trained, {}, ""
-    return trained, {}, (f"; judged on the {len(trained)} of {len(seeds)} seeds that trained ("
-                         + "; ".join(f"seed {r.seed} diverged at step {int(r.diverged_at)} at ρ = {r.sam_radius:g}"
-                                     for r in blown.itertuples()) + ")")
+    note = "" if blown.empty else (f"; judged on the {len(trained)} of {len(seeds)} seeds that trained ("
+                                   + "; ".join(f"seed {r.seed} diverged at step {int(r.diverged_at)} at ρ = "
+                                               f"{r.sam_radius:g}" for r in blown.itertuples()) + ")")
+    return trained, {}, note
 
 
 # the notebook's one call
@@ -363,8 +362,8 @@ def run(p, result) -> None:
     claims.append(verdict("sam_fits", f"SAM runs fit the training set: train MSE < 1e-3 at ρ = {rho0:g} and ρ = {rho1:g}",
                           losses, SAM_FITS, note="the larger mean (f − y)² of the two, per seed" + among,
                           diverged=diverged))
-    ratios = on(compared.set_index("sam_radius"), lambda r: float(r.feature_rank[rho1] / r.feature_rank[rho0])
-                if r.diverged_at[[rho0, rho1]].isna().all() else float("nan"))  # a diverged member has no rank
+    ratios = on(compared.set_index("sam_radius"),  # a diverged member's rank is NaN (see sam_sweep): so is its ratio
+                lambda r: float(r.feature_rank[rho1] / r.feature_rank[rho0]))
     metrics.update(per_seed("feature_rank_ratio", ratios, judged))
     claims.append(verdict("sam_lowers_feature_rank", f"SAM lowers feature rank: rank at ρ = {rho1:g} ≤ 0.7 × rank at "
                           f"ρ = {rho0:g}", ratios, LOWER_FEATURE_RANK, note="ratio per seed" + among, diverged=diverged))
