@@ -40,6 +40,8 @@ def eval_chunk(model, params: dict, x: torch.Tensor) -> int:
     positions = x.shape[1] if x.dim() == 2 and not x.is_floating_point() else 1  # token sequences
     per_example = members * getattr(model, "width", 1) * positions
     return int(min(8192, max(64, EVAL_ELEMENTS // per_example)))
+
+
 DIVERGENCE_FACTOR = 1e4  # a loss this many times its initial value (or non-finite) counts as diverged
 
 

@@ -238,13 +238,18 @@ class Transformer:
             q, k = F.layer_norm(q, q.shape[-1:]), F.layer_norm(k, k.shape[-1:])
         return q, k, v
 
+    @staticmethod
+    def _logits(q, k):
+        """Attention logits q·kᵀ/√(d/H) of the last Q positions' queries q [..., Q, d/H] against the keys of all T
+        positions k [..., T, d/H]: [..., Q, T], entries after each query's position (causal mask) −inf."""
+        Q, T = q.shape[-2], k.shape[-2]
+        causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()[T - Q:]
+        return (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).masked_fill(~causal, float("-inf"))
+
     def _scores(self, params, i, h, queries):
-        """Attention logits q·k/√(d/H) of block i, [M·B, H, queries, T] (causal entries −inf), and the values."""
-        T = h.shape[2]
+        """Attention logits of block i for the last `queries` positions, [M·B, H, queries, T], and the values."""
         q, k, v = self._qkv(params, i, h)
-        scores = q[:, :, -queries:] @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # [M·B, H, queries, T]
-        causal = torch.ones(T, T, dtype=torch.bool, device=h.device).tril()[-queries:]
-        return scores.masked_fill(~causal, float("-inf")), v
+        return self._logits(q[:, :, -queries:], k), v
 
     def _attention(self, params, i, h, queries):
         """Causal multi-head self-attention, written out: each of the last `queries` positions attends to
@@ -272,12 +277,7 @@ class Transformer:
     def attention_logits(self, params, x) -> list:
         """Every block's attention logits q·kᵀ/√(d/heads) on inputs x, each [M, B, heads, T, T] (masked entries
         −inf): what grows without bound in an unstable run (the max attention logit of Wortsman et al.)."""
-        out = []
-        for q, k in self.queries_and_keys(params, x):
-            T = q.shape[-2]
-            causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-            out.append((q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).masked_fill(~causal, float("-inf")))
-        return out
+        return [self._logits(q, k) for q, k in self.queries_and_keys(params, x)]
 
     def _mlp(self, params, i, h):
         return self._linear(params, f"mlp_out{i}", self.act(self._linear(params, f"mlp_in{i}", h)))
