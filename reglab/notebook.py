@@ -60,7 +60,12 @@ def batch() -> bool:
     """True in a batch run: papermill through `execute` (REGLAB_HEADLESS) or nbgrader's autograder and
     validator (NBGRADER_EXECUTION). Progress bars stay quiet there (nbgrader scores a graded cell that writes
     to stderr as zero) and charts render as static images."""
-    return os.environ.get("REGLAB_HEADLESS", "") not in ("", "0") or os.environ.get("NBGRADER_EXECUTION", "") != ""
+    return os.environ.get("REGLAB_HEADLESS", "") not in ("", "0") or grading()
+
+
+def grading() -> bool:
+    """True while nbgrader's autograder or validator runs the notebook (it sets NBGRADER_EXECUTION)."""
+    return os.environ.get("NBGRADER_EXECUTION", "") != ""
 
 
 @contextmanager

@@ -20,13 +20,13 @@ from __future__ import annotations
 import functools
 import html
 import importlib
-import os
 from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 
 from ..config import ConfigError
+from ..notebook import grading
 
 EXERCISES: dict[str, Callable] = {}  # id ("01.2") → the decorated check, in import order
 MODULES = ("quickstart", "stability", "sgd_noise", "low_rank", "grokking", "neural_collapse", "double_descent",
@@ -60,11 +60,6 @@ class Feedback:
         return (f"<div style='border-left:4px solid {color};padding:.4rem .8rem;margin:.3rem 0'>"
                 f"<div style='color:{color};font-weight:600'>{mark} {head}{verdict}</div>"
                 f"<div>{html.escape(self.said)}</div>{hint}</div>")
-
-
-def grading() -> bool:
-    """True while nbgrader's autograder or validator runs the notebook."""
-    return os.environ.get("NBGRADER_EXECUTION", "") != ""
 
 
 def _unanswered(value) -> bool:
